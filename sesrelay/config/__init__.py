@@ -1,0 +1,25 @@
+"""The configuration model, in Postfix's vocabulary (see parameters.py for every parameter)."""
+
+from sesrelay.config.loader import (
+    ENV_CONFIG_FILE,
+    config_from_mapping,
+    env_name,
+    load_config,
+    postconf_n,
+    to_environment,
+)
+from sesrelay.config.maincf import ConfigError
+from sesrelay.config.parameters import PARAMETERS, SES_MAX_MESSAGE_SIZE, Config
+
+__all__ = [
+    "ENV_CONFIG_FILE",
+    "PARAMETERS",
+    "SES_MAX_MESSAGE_SIZE",
+    "Config",
+    "ConfigError",
+    "config_from_mapping",
+    "env_name",
+    "load_config",
+    "postconf_n",
+    "to_environment",
+]

@@ -1,0 +1,57 @@
+"""Why a Postfix parameter that sesrelay does not use is ignored, in one line."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+_REASONS: tuple[tuple[str, str], ...] = (
+    (r"relayhost|smtp_.*|lmtp_.*|default_transport|relay_transport|transport_maps|"
+     r"sender_dependent_.*|fallback_relay|smtp_fallback_relay",
+     "outbound delivery is SES's SendEmail API, not an SMTP client"),
+    (r"local_.*|alias_.*|mailbox_.*|home_mailbox|luser_relay|forward_path|"
+     r"allow_mail_to_.*|mail_spool_directory|unknown_local_recipient_reject_code|"
+     r"biff|propagate_unmatched_extensions|prepend_delivered_header|command_.*",
+     "there is no local delivery"),
+    (r"virtual_.*", "there are no virtual mailboxes; use relay_domains"),
+    (r"queue_directory|command_directory|daemon_directory|data_directory|mail_owner|"
+     r"setgid_group|default_privs|sendmail_path|newaliases_path|mailq_path|"
+     r"html_directory|manpage_directory|sample_directory|readme_directory|"
+     r"meta_directory|shlib_directory|config_directory|process_.*|import_environment|"
+     r"export_environment|syslog_.*|maillog_file.*",
+     "describes a Postfix installation; sesrelay runs as a container"),
+    (r"debug_peer_.*|debugger_command", "Postfix debugging hook; sesrelay logs to stdout"),
+    (r"mynetworks_style",
+     "sesrelay never derives trust from interfaces: mynetworks is explicit "
+     "(default 127.0.0.0/8 [::1]/128)"),
+    (r"proxy_interfaces", "the NLB forwards the client address with PROXY protocol"),
+    (r"in_flow_delay|qmgr_.*|.*_destination_.*|default_process_limit|.*_process_limit|"
+     r"initial_destination_concurrency|.*_concurrency_.*|.*_rate_delay",
+     "delivery pace is set by ses_max_send_rate and Lambda concurrency"),
+    (r"smtpd_tls_.*|smtpd_sasl_.*|smtpd_use_tls|smtpd_enforce_tls|tls_.*",
+     "the relay is reached inside the VPC through an internal NLB; TLS and SASL are "
+     "not offered"),
+    (r"bounce_.*|2bounce_.*|delay_.*|notify_classes|.*_notice_recipient|"
+     r"double_bounce_sender|bounce_template_file",
+     "bounces are sent by the worker (ses_bounce_sender)"),
+    (r"compatibility_level|mail_version|inet_protocols_.*", "version compatibility knob"),
+    (r"unknown_local_recipient_reject_code|local_recipient_maps",
+     "there is no local delivery"),
+)
+
+
+@cache
+def postfix_parameter_names() -> frozenset[str]:
+    """Every parameter name Postfix 3.7 knows (from postconf -d)."""
+    text = resources.files("sesrelay.config").joinpath("postfix_parameters.txt").read_text()
+    return frozenset(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.startswith("#"))
+
+
+def reason_ignored(name: str) -> str:
+    """One line saying why this Postfix parameter has no effect in sesrelay."""
+    for pattern, reason in _REASONS:
+        if re.fullmatch(pattern, name):
+            return reason
+    return "no equivalent in sesrelay"

@@ -1,0 +1,194 @@
+"""The configuration model: every parameter sesrelay supports, its default and meaning.
+
+This is the one definition of sesrelay's configuration. The relay, the worker, the CLI
+and the CDK stacks read a ``Config``; the README's configuration reference is checked
+against ``PARAMETERS``. Defaults are written in main.cf syntax and may use ``$name``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sesrelay.config import tables, values
+from sesrelay.config.maincf import Assignment
+
+# SES v2 SendEmail accepts up to 40 MB per message, so no larger message is ever accepted.
+SES_MAX_MESSAGE_SIZE = 40 * 1024 * 1024
+
+
+def _param(parse: Callable[[str, str], Any], default: str, doc: str, group: str) -> Any:
+    return field(metadata={"parse": parse, "default": default, "doc": doc, "group": group})
+
+
+def _domains(subdomains: bool) -> Callable[[str, str], tables.DomainList]:
+    return functools.partial(tables.parse_domain_list, subdomains=subdomains)
+
+
+IDENTITY, RELAY, LIMITS, PROXY, QUEUE, SES, SPOOL = (
+    "Identity and listener", "Relay rules", "Limits and replies",
+    "Load balancer (PROXY protocol)", "Queue and retries", "Amazon SES", "Spool")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration: parsed, validated values, one attribute per parameter."""
+
+    # Identity and listener
+    myhostname: str = _param(values.parse_text, "$sesrelay_host_fqdn",
+                             "Host name in the banner, EHLO reply and Received: header.",
+                             IDENTITY)
+    mydomain: str = _param(values.parse_text, "$sesrelay_host_domain",
+                           "Local domain; defaults to $myhostname minus its first label.",
+                           IDENTITY)
+    myorigin: str = _param(values.parse_text, "$myhostname",
+                           "Domain appended to addresses that have none.", IDENTITY)
+    mail_name: str = _param(values.parse_text, "sesrelay",
+                            "Product name used in smtpd_banner and the Received: header.",
+                            IDENTITY)
+    smtpd_banner: str = _param(values.parse_text, "$myhostname ESMTP $mail_name",
+                               "Text after 220 in the greeting.", IDENTITY)
+    inet_interfaces: tuple[str, ...] = _param(
+        values.parse_interfaces, "all",
+        "Addresses to listen on: all, loopback-only, localhost, or addresses.", IDENTITY)
+    inet_protocols: tuple[str, ...] = _param(values.parse_protocols, "all",
+                                             "ipv4, ipv6 or all.", IDENTITY)
+    sesrelay_listen_port: int = _param(values.parse_int, "25",
+                                       "TCP port of the SMTP listener (master.cf's smtp "
+                                       "service in Postfix).", IDENTITY)
+    smtpd_timeout: int = _param(values.time_parser("s"), "300s",
+                                "Idle time before the relay drops a silent client.", IDENTITY)
+
+    # Relay rules
+    mynetworks: tables.NetworkList = _param(
+        tables.parse_network_list, "127.0.0.0/8 [::1]/128",
+        "Trusted clients, which may relay to any destination (CIDRs, /file, cidr: tables).",
+        RELAY)
+    mydestination: tables.DomainList = _param(
+        _domains(False), "",
+        "Domains this host is final destination for; there is no local delivery, so they "
+        "are relayed through SES like relay_domains.", RELAY)
+    relay_domains: tables.DomainList = _param(
+        _domains(True), "",
+        "Domains (and their subdomains) that untrusted clients may send to.", RELAY)
+    relay_recipient_maps: tables.RecipientTable = _param(
+        tables.parse_recipient_tables, "",
+        "Tables of valid recipients in relay_domains; unknown ones are rejected at RCPT.",
+        RELAY)
+    smtpd_relay_restrictions: tuple[str, ...] = _param(
+        values.parse_restrictions, "permit_mynetworks, reject_unauth_destination",
+        "Relay-control restrictions, evaluated at RCPT TO.", RELAY)
+    smtpd_recipient_restrictions: tuple[str, ...] = _param(
+        values.parse_restrictions, "",
+        "Further recipient restrictions, evaluated after smtpd_relay_restrictions.", RELAY)
+    recipient_delimiter: str = _param(values.parse_text, "",
+                                      "Characters that start an address extension "
+                                      "(user+ext@domain) for relay_recipient_maps lookups.",
+                                      RELAY)
+    header_checks: tables.RegexpTable = _param(
+        tables.parse_regexp_tables, "",
+        "regexp:/pcre: tables applied to each message header: REJECT, IGNORE, WARN, "
+        "PREPEND, REPLACE, DISCARD, INFO, DUNNO, OK.", RELAY)
+
+    # Limits and replies
+    message_size_limit: int = _param(values.parse_int, "10240000",
+                                     "Largest message in bytes, advertised in EHLO SIZE; at "
+                                     "most SES's 40 MB.", LIMITS)
+    smtpd_recipient_limit: int = _param(values.parse_int, "1000",
+                                        "Most recipients accepted in one message.", LIMITS)
+    soft_bounce: bool = _param(values.parse_bool, "no",
+                               "Turn 5xx rejections into 4xx, and defer instead of bouncing.",
+                               LIMITS)
+    unknown_relay_recipient_reject_code: int = _param(
+        values.parse_reply_code, "550",
+        "Reply code for recipients not in relay_recipient_maps.", LIMITS)
+    relay_domains_reject_code: int = _param(
+        values.parse_reply_code, "554",
+        "Reply code of reject_unauth_destination (Relay access denied).", LIMITS)
+
+    # Load balancer (PROXY protocol)
+    smtpd_upstream_proxy_protocol: str = _param(
+        values.parse_proxy_protocol, "",
+        "haproxy: every connection starts with a PROXY v1/v2 header (from the NLB).", PROXY)
+    smtpd_upstream_proxy_timeout: int = _param(values.time_parser("s"), "5s",
+                                               "Time allowed for the PROXY header.", PROXY)
+    sesrelay_proxy_networks: tables.NetworkList = _param(
+        tables.parse_network_list, "",
+        "Peers allowed to send a PROXY header (the NLB's subnets); others are dropped.",
+        PROXY)
+
+    # Queue and retries (the worker)
+    maximal_queue_lifetime: int = _param(values.time_parser("d"), "5d",
+                                         "How long the worker retries before it bounces.",
+                                         QUEUE)
+    minimal_backoff_time: int = _param(values.time_parser("s"), "300s",
+                                       "Shortest retry delay.", QUEUE)
+    maximal_backoff_time: int = _param(values.time_parser("s"), "4000s",
+                                       "Longest retry delay.", QUEUE)
+
+    # Amazon SES
+    ses_region: str = _param(values.parse_text, "",
+                             "SES region; empty means the AWS default region.", SES)
+    ses_configuration_set: str = _param(values.parse_text, "",
+                                        "SES configuration set for every send.", SES)
+    ses_identity_arn: str = _param(values.parse_text, "",
+                                   "FromEmailAddressIdentityArn for sending authorization.",
+                                   SES)
+    ses_identities: tuple[str, ...] = _param(
+        values.parse_address_list, "",
+        "Verified SES identities (domains or addresses) the worker may send as.", SES)
+    ses_max_send_rate: float = _param(values.parse_float, "14",
+                                      "Recipients per second, as SES counts them (0: no limit).",
+                                      SES)
+    ses_bounce_sender: str = _param(values.parse_text, "MAILER-DAEMON@$mydomain",
+                                    "From address of delivery status notifications.", SES)
+    ses_email_tags: tuple[values.EmailTag, ...] = _param(
+        values.parse_email_tags, "", "Extra SES message tags, name=value.", SES)
+
+    # Spool
+    sesrelay_spool_bucket: str = _param(values.parse_text, "",
+                                        "S3 bucket that holds spooled messages.", SPOOL)
+    sesrelay_spool_queue_url: str = _param(values.parse_text, "",
+                                           "SQS queue URL that carries envelopes.", SPOOL)
+    sesrelay_idempotency_table: str = _param(values.parse_text, "",
+                                             "DynamoDB table of the worker's idempotency "
+                                             "records.", SPOOL)
+    sesrelay_spool_retention: int = _param(values.parse_retention, "0",
+                                           "How long a sent message is kept in S3 (0: "
+                                           "deleted once sent).", SPOOL)
+
+    # Not parameters: what the loader learned on the way.
+    settings: dict[str, Assignment] = field(default_factory=dict, compare=False, repr=False)
+    ignored: tuple[tuple[Assignment, str], ...] = field(default=(), compare=False, repr=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def authorized_destinations(self) -> tuple[tables.DomainList, ...]:
+        """Domains untrusted clients may send to: relay_domains and mydestination."""
+        return (self.relay_domains, self.mydestination)
+
+    @property
+    def reject_code_class(self) -> str:
+        """'4' when soft_bounce turns rejections into deferrals, else '5'."""
+        return "4" if self.soft_bounce else "5"
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """Documentation of one supported parameter, for the reference and `config show`."""
+
+    name: str
+    default: str
+    doc: str
+    group: str
+    parse: Callable[[str, str], Any]
+
+
+PARAMETERS: dict[str, ParameterInfo] = {
+    f.name: ParameterInfo(f.name, f.metadata["default"], f.metadata["doc"], f.metadata["group"],
+                          f.metadata["parse"])
+    for f in fields(Config)
+    if "parse" in f.metadata
+}
