@@ -1,0 +1,32 @@
+"""Names of the CloudWatch metrics the relay and the worker emit (as EMF log lines) and
+the dashboard and alarms read. One definition, shared by the code and the CDK stacks.
+
+Both emit through aws-lambda-powertools' Metrics, whose namespace comes from
+POWERTOOLS_METRICS_NAMESPACE and whose ``service`` dimension from POWERTOOLS_SERVICE_NAME.
+"""
+
+from __future__ import annotations
+
+NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
+
+SERVICE_RELAY = "relay"
+SERVICE_WORKER = "worker"
+
+# Relay (service=relay): one count per message, by the reply it got.
+ACCEPTED = "Accepted"  # 250 queued
+REJECTED = "Rejected"  # 5xx (policy, size, header_checks)
+DEFERRED = "Deferred"  # 4xx (soft_bounce, spool failure); also the worker's deferrals
+SPOOL_LATENCY = "SpoolLatency"  # ms from end of DATA to durable (S3 + SQS)
+
+# Worker (service=worker).
+SENT = "Sent"
+BOUNCED = "Bounced"
+FAILED = "Failed"  # ended without delivery or bounce (to the DLQ)
+SES_LATENCY = "SesLatency"  # ms per SendEmail call
+SENDING_PAUSED = "SendingPaused"
+
+
+def metrics_namespace(environment: str) -> str:
+    """The CloudWatch namespace of one deployment: sesrelay/<environment>."""
+    return f"sesrelay/{environment}"
