@@ -1,0 +1,47 @@
+"""Edits to the raw message: the few header changes made before SES sees it.
+
+The S3 object is exactly what the client sent plus the relay's Received: header. The
+worker changes only the header block, as bytes, so the body (signatures, encodings,
+8-bit data) goes to SES untouched.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Blind-copy headers must never reach recipients. Resent-Bcc is the same disclosure
+# for resent messages (RFC 5322 3.6.6).
+_BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def split_headers(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its last line end, the rest: blank line and body)."""
+    match = _HEADER_END.search(raw)
+    if match is None:  # headers only, no body
+        return raw, b""
+    # The first line end belongs to the last header line; the second is the separator.
+    first_eol = raw.index(b"\n", match.start()) + 1
+    return raw[:first_eol], raw[first_eol:]
+
+
+def _header_fields(block: bytes) -> list[bytes]:
+    """The header block as fields, each with its continuation lines and line ends."""
+    fields: list[bytes] = []
+    for line in block.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def strip_blind_headers(raw: bytes) -> bytes:
+    """The message without Bcc: and Resent-Bcc: fields. Returns raw itself when there
+    is nothing to remove, so the common case copies nothing."""
+    headers, rest = split_headers(raw)
+    fields = _header_fields(headers)
+    kept = [f for f in fields if f.split(b":", 1)[0].strip().lower() not in _BLIND_HEADERS]
+    if len(kept) == len(fields):
+        return raw
+    return b"".join(kept) + rest

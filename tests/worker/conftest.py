@@ -1,0 +1,200 @@
+"""Fixtures for the SES worker: a moto account with the spool bucket, queue, idempotency
+table and verified SES identities, and helpers that spool messages the way the relay
+does and hand them to the handler in the real SQS event shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import RawMessage, ses_backends
+
+from ses_worker.handler import handler
+from ses_worker.observability import logger
+from sesrelay import aws
+from sesrelay.spool import Envelope, new_queue_id, object_key, utc_now
+
+REGION = "us-east-1"
+BUCKET = "sesrelay-spool"
+QUEUE = "sesrelay-spool"
+TABLE = "sesrelay-idempotency"
+SENDER_DOMAIN = "example.com"
+RELAY_HOST = "relay.example.net"
+BOUNCE_SENDER = f"MAILER-DAEMON@{RELAY_HOST}"
+
+
+@dataclass
+class LambdaContext:
+    """The parts of the Lambda context the handler and powertools read."""
+
+    function_name: str = "sesrelay-worker"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = (
+        f"arn:aws:lambda:{REGION}:{DEFAULT_ACCOUNT_ID}:function:sesrelay-worker")
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+    remaining_ms: int = 300_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def message(subject: str = "hello", extra_headers: str = "",
+            body: str = "Hello there.\r\n") -> bytes:
+    """A raw message as the relay spools it: Received: header first, CRLF line ends."""
+    return (f"Received: from client.example.com ([192.0.2.10])\r\n"
+            f"\tby {RELAY_HOST} (sesrelay) with ESMTP id TEST\r\n"
+            f"From: Sender <sender@{SENDER_DOMAIN}>\r\n"
+            f"Subject: {subject}\r\n"
+            f"{extra_headers}"
+            "Message-ID: <test@example.com>\r\n"
+            "\r\n"
+            f"{body}").encode()
+
+
+@dataclass
+class Spool:
+    """The relay's side of the spool, and the Lambda event source mapping's."""
+
+    queue_url: str
+    queue_arn: str
+    s3: Any
+    sqs: Any
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def put(self, raw: bytes, rcpt_to: list[str], mail_from: str = f"sender@{SENDER_DOMAIN}",
+            received: datetime | None = None) -> Envelope:
+        """Spool a message as the relay does: S3 object, then the SQS envelope."""
+        received = received or utc_now()
+        queue_id = new_queue_id()
+        key = object_key(queue_id, received)
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=raw)
+        envelope = Envelope(queue_id=queue_id, mail_from=mail_from, rcpt_to=tuple(rcpt_to),
+                            bucket=BUCKET, key=key, size=len(raw),
+                            client_address="192.0.2.10", client_helo="client.example.com",
+                            received_at=received.isoformat())
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=envelope.to_json())
+        return envelope
+
+    def receive(self) -> dict[str, Any]:
+        """Receive up to 10 messages into an SQS event, exactly as Lambda shapes it."""
+        response = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                            AttributeNames=["All"])
+        return {"Records": [{
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m["Attributes"],
+            "messageAttributes": {},
+            "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": REGION,
+        } for m in response.get("Messages", [])]}
+
+    def invoke(self, event: dict[str, Any]) -> set[str]:
+        """Run the handler as the event source mapping does: records not reported as
+        failures are deleted. Returns the messageIds reported as failures."""
+        result = handler(event, LambdaContext())
+        self.outputs.append(result)
+        failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+        for record in event["Records"]:
+            if record["messageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=self.queue_url,
+                                        ReceiptHandle=record["receiptHandle"])
+        return failed
+
+    def hidden(self) -> int:
+        """Messages still on the queue but invisible (in flight or deferred)."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
+    def waiting(self) -> int:
+        """Messages visible on the queue."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def sent_messages() -> list[RawMessage]:
+    """What SES v2 SendEmail accepted in the mock (sesv2 stores it in the SES backend)."""
+    return list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
+
+
+@pytest.fixture
+def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment of the worker Lambda, and nothing from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith(("SESRELAY_", "AWS_ENDPOINT_URL", "AWS_PROFILE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("SESRELAY_SPOOL_BUCKET", BUCKET)
+    monkeypatch.setenv("SESRELAY_IDEMPOTENCY_TABLE", TABLE)
+    monkeypatch.setenv("SESRELAY_MYHOSTNAME", RELAY_HOST)
+    monkeypatch.setenv("SESRELAY_SES_BOUNCE_SENDER", BOUNCE_SENDER)
+    # No rate limit unless a test sets one: the limiter has its own tests.
+    monkeypatch.setenv("SESRELAY_SES_MAX_SEND_RATE", "0")
+
+
+@pytest.fixture
+def spool(worker_env: None) -> Iterator[Spool]:
+    """A mocked AWS account with the spool, the idempotency table and SES identities."""
+    with mock_aws():
+        aws.reset_clients()
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        sqs = boto3.client("sqs", region_name=REGION)
+        # Visibility 0: a record that is not deferred is visible again at once, so a
+        # hidden record is one the worker deferred.
+        url = sqs.create_queue(QueueName=QUEUE,
+                               Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+        ses = boto3.client("ses", region_name=REGION)
+        ses.verify_domain_identity(Domain=SENDER_DOMAIN)
+        ses.verify_domain_identity(Domain=RELAY_HOST)
+        yield Spool(url, arn["Attributes"]["QueueArn"], s3, sqs)
+        aws.reset_clients()
+
+
+def sesv2() -> Any:
+    """The worker's own SES v2 client, for injecting faults through its event system."""
+    return aws.client("sesv2", None)
+
+
+def emf_metrics(output: str) -> dict[str, list[float]]:
+    """Every value of each metric in the EMF lines of captured stdout."""
+    values: dict[str, list[float]] = {}
+    for line in output.splitlines():
+        data = json.loads(line) if line.startswith("{") else {}
+        for definition in data.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in definition["Metrics"]:
+                value = data[metric["Name"]]
+                values.setdefault(metric["Name"], []).extend(
+                    value if isinstance(value, list) else [value])
+    return values
+
+
+@pytest.fixture
+def worker_logs(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, Any]]]:
+    """The worker's log lines as its JSON formatter writes them, parsed."""
+    caplog.set_level(logging.INFO, logger=logger.name)
+    caplog.handler.setFormatter(logger.registered_formatter)
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
+    return lines

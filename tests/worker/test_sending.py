@@ -1,0 +1,95 @@
+"""The happy path: spooled messages go out through SES v2 as the envelope says."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from sesrelay.spool import TAG_SES_MESSAGE_ID
+from tests.worker.conftest import BUCKET, Spool, emf_metrics, message, sent_messages, sesv2
+
+
+def test_message_is_sent_as_spooled(spool: Spool, capsys: pytest.CaptureFixture[str],
+                                    worker_logs: Callable[[], list[dict[str, Any]]]) -> None:
+    raw = message(subject="quarterly report")
+    envelope = spool.put(raw, ["alice@example.org", "bob@example.org"])
+
+    failed = spool.invoke(spool.receive())
+
+    assert failed == set()
+    [sent] = sent_messages()
+    assert sent.source == "sender@example.com"
+    assert sorted(sent.destinations) == ["alice@example.org", "bob@example.org"]
+    assert sent.raw_data.encode() == raw  # byte for byte: Received: header and body intact
+    # Retention 0 (the default): the spool object is gone once SES has the message.
+    with pytest.raises(ClientError, match="NoSuchKey"):
+        spool.s3.get_object(Bucket=BUCKET, Key=envelope.key)
+    assert spool.waiting() == spool.hidden() == 0
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["Sent"] == [1]
+    assert len(metrics["SesLatency"]) == 1
+    [line] = [line for line in worker_logs() if sent.id in line["message"]]
+    assert line["queue_id"] == envelope.queue_id
+
+
+def test_retention_keeps_object_tagged_with_ses_message_id(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESRELAY_SPOOL_RETENTION", "7d")
+    envelope = spool.put(message(), ["alice@example.org"])
+
+    spool.invoke(spool.receive())
+
+    [sent] = sent_messages()
+    tags = spool.s3.get_object_tagging(Bucket=BUCKET, Key=envelope.key)["TagSet"]
+    assert tags == [{"Key": TAG_SES_MESSAGE_ID, "Value": sent.id}]
+
+
+def test_bcc_header_is_removed_and_nothing_else(spool: Spool) -> None:
+    raw = message(extra_headers="Bcc: hidden@example.org,\r\n  other@example.org\r\n"
+                                "To: alice@example.org\r\n")
+    spool.put(raw, ["alice@example.org", "hidden@example.org", "other@example.org"])
+
+    spool.invoke(spool.receive())
+
+    [sent] = sent_messages()
+    parsed = email.message_from_string(sent.raw_data)
+    assert parsed["Bcc"] is None
+    assert sent.raw_data.encode() == raw.replace(
+        b"Bcc: hidden@example.org,\r\n  other@example.org\r\n", b"")
+
+
+def test_120_recipients_take_three_calls_each_recipient_once(spool: Spool) -> None:
+    recipients = [f"user{i:03}@example.org" for i in range(120)]
+    spool.put(message(), recipients)
+
+    assert spool.invoke(spool.receive()) == set()
+
+    sends = sent_messages()
+    assert len(sends) == 3
+    assert all(len(s.destinations) <= 50 for s in sends)
+    delivered = [d for s in sends for d in s.destinations]
+    assert sorted(delivered) == recipients
+
+
+def test_configured_tags_set_and_identity_reach_ses(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESRELAY_SES_EMAIL_TAGS", "app=billing")
+    monkeypatch.setenv("SESRELAY_SES_CONFIGURATION_SET", "outbound")
+    arn = "arn:aws:ses:us-east-1:123456789012:identity/example.com"
+    monkeypatch.setenv("SESRELAY_SES_IDENTITY_ARN", arn)
+    requests: list[dict] = []
+    envelope = spool.put(message(), ["alice@example.org"])
+    sesv2().meta.events.register("before-parameter-build.sesv2.SendEmail",
+                                 lambda params, **_: requests.append(params))
+
+    spool.invoke(spool.receive())
+
+    [request] = requests
+    assert request["ConfigurationSetName"] == "outbound"
+    assert request["FromEmailAddressIdentityArn"] == arn
+    assert request["EmailTags"] == [{"Name": "app", "Value": "billing"},
+                                    {"Name": "sesrelay-queue-id", "Value": envelope.queue_id}]
