@@ -1,0 +1,389 @@
+"""Environment settings: what one entry of cdk.json's ``environments`` may say, validated.
+
+An environment looks like this (every key but ``relay`` is optional)::
+
+    "prod": {
+      "account": "123456789012", "region": "eu-west-1",
+      "vpc": {"cidr": "10.80.0.0/16", "max_azs": 2, "nat_gateways": 2},
+      "relay": {"mynetworks": ["10.0.0.0/8"], "myhostname": "smtp.example.internal",
+                "ses_identities": ["example.com"]},
+      "service": {"cpu": 512, "memory_mib": 1024, "min_tasks": 2, "max_tasks": 10},
+      "worker": {"timeout_seconds": 60, "max_concurrency": 4},
+      "alarm_email": "ops@example.com",
+      "private_dns": {"zone_name": "example.internal", "record_name": "smtp"},
+      "endpoint_service": {"allowed_principals": ["arn:aws:iam::210987654321:root"]}
+    }
+
+``relay`` holds Postfix and ``ses_`` parameters and is validated by the configuration
+model the relay itself uses, so a value the relay would refuse fails synthesis with the
+model's message. ``vpc`` either describes a VPC to create or, with ``vpc_id``, one to
+import; an imported VPC is described in full (subnet IDs and CIDRs) so that synthesis
+needs no AWS credentials.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import aws_logs as logs
+
+from sesrelay.config import Config, config_from_mapping
+
+# Parameters whose values come from the deployment itself (resource names, the
+# container's port, the NLB's subnets): an environment may not set them.
+STACK_PARAMETERS = (
+    "sesrelay_spool_bucket",
+    "sesrelay_spool_queue_url",
+    "sesrelay_idempotency_table",
+    "sesrelay_listen_port",
+    "smtpd_upstream_proxy_protocol",
+    "sesrelay_proxy_networks",
+)
+
+# The SMTP port applications connect to on the load balancer, and the port the
+# non-root relay listens on in its container (ports below 1024 would need root).
+SMTP_PORT = 25
+CONTAINER_PORT = 2525
+
+# The version of the public Powertools for AWS Lambda (Python) v3 layer, as listed in
+# its documentation; an environment may pin another (say, if a region lags behind).
+POWERTOOLS_LAYER_VERSION = 27
+
+
+class SettingsError(ValueError):
+    """A cdk.json environment setting that cannot be deployed, with where it was made."""
+
+
+@dataclass(frozen=True)
+class CreatedVpc:
+    """A VPC the stack creates: private subnets with NAT egress for the tasks."""
+
+    cidr: str = "10.80.0.0/16"
+    max_azs: int = 2
+    nat_gateways: int = 1
+
+
+@dataclass(frozen=True)
+class ImportedVpc:
+    """An existing VPC, described by its attributes (no lookup, so no credentials)."""
+
+    vpc_id: str
+    availability_zones: tuple[str, ...]
+    private_subnet_ids: tuple[str, ...]
+    private_subnet_cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceSize:
+    """Size and scaling range of the Fargate relay service."""
+
+    cpu: int = 512
+    memory_mib: int = 1024
+    min_tasks: int = 2
+    max_tasks: int = 6
+    # Target of the connection-load scaling policy: concurrent SMTP connections per task.
+    flows_per_task: int = 200
+
+
+@dataclass(frozen=True)
+class WorkerSize:
+    """Lambda worker settings; max_concurrency None derives it from ses_max_send_rate."""
+
+    timeout_seconds: int = 60
+    memory_mib: int = 512
+    max_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class PrivateDns:
+    """A Route 53 private record for the NLB: record_name.zone_name.
+
+    With zone_id the zone exists already and is imported; without, a private hosted
+    zone is created and associated with the VPC."""
+
+    zone_name: str
+    record_name: str
+    zone_id: str | None = None
+
+    @property
+    def fqdn(self) -> str:
+        """The name applications use as their relayhost."""
+        return f"{self.record_name}.{self.zone_name}"
+
+
+@dataclass(frozen=True)
+class EndpointService:
+    """A PrivateLink endpoint service in front of the NLB, for other VPCs or accounts."""
+
+    allowed_principals: tuple[str, ...]
+    acceptance_required: bool = True
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """One deployment, as cdk.json describes it."""
+
+    name: str
+    account: str | None
+    region: str | None
+    vpc: CreatedVpc | ImportedVpc
+    relay: dict[str, object]
+    config: Config
+    service: ServiceSize
+    worker: WorkerSize
+    alarm_email: str | None
+    private_dns: PrivateDns | None
+    endpoint_service: EndpointService | None
+    log_retention_days: int
+    powertools_layer_version: int
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        """log_retention_days as CloudWatch Logs' retention setting."""
+        return RETENTION[self.log_retention_days]
+
+    @property
+    def source(self) -> str:
+        """Where the relay parameters come from, as configuration errors name it."""
+        return f"cdk.json environments.{self.name}.relay"
+
+    def relay_config(self, proxy_networks: list[str]) -> Config:
+        """The relay's configuration in this deployment: the environment's parameters
+        plus those the deployment fixes (PROXY v2 from the NLB's subnets, the port)."""
+        return config_from_mapping(
+            {
+                **self.relay,
+                "smtpd_upstream_proxy_protocol": "haproxy",
+                "sesrelay_proxy_networks": proxy_networks,
+                "sesrelay_listen_port": CONTAINER_PORT,
+            },
+            source=self.source,
+        )
+
+    @property
+    def client_networks(self) -> list[str]:
+        """The CIDRs the load balancer admits: mynetworks without loopback."""
+        return [net for net in self.config.mynetworks.networks
+                if not ipaddress.ip_network(net).is_loopback]
+
+
+class _Reader:
+    """Reads one mapping of settings, naming the setting in every error."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"{where}: expected an object, got {data!r}")
+        self.data: Mapping[str, Any] = data
+        self.where = where
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.data) - allowed)
+        if unknown:
+            raise SettingsError(f"{self.where}: unknown setting(s) {', '.join(unknown)} "
+                                f"(known: {', '.join(sorted(allowed))})")
+
+    def _get(self, key: str, kind: type | tuple[type, ...], default: object) -> Any:
+        value = self.data.get(key, default)
+        # bool is an int in Python; a JSON true is never a count.
+        if value is not None and (not isinstance(value, kind) or (
+                isinstance(value, bool) and kind is int)):
+            raise SettingsError(f"{self.where}.{key}: expected {getattr(kind, '__name__', kind)}"
+                                f", got {value!r}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._get(key, str, None)
+        if value is not None and not value.strip():
+            raise SettingsError(f"{self.where}.{key}: must not be empty")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.optional_text(key) or default
+        if value is None:
+            raise SettingsError(f"{self.where}.{key}: required")
+        return value
+
+    def optional_integer(self, key: str, low: int, high: int) -> int | None:
+        value = self._get(key, int, None)
+        if value is not None and not low <= value <= high:
+            raise SettingsError(f"{self.where}.{key}: {value} is outside {low}..{high}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.optional_integer(key, low, high)
+        return default if value is None else value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return self._get(key, bool, default)
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self._get(key, list, [])
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise SettingsError(f"{self.where}.{key}: expected a non-empty list of strings")
+        return tuple(value)
+
+    def child(self, key: str) -> _Reader | None:
+        if self.data.get(key) is None:
+            return None
+        return _Reader(self.data[key], f"{self.where}.{key}")
+
+
+# CloudWatch Logs accepts only these retention periods (days), in RetentionDays' order.
+_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                   1827, 2192, 2557, 2922, 3288, 3653)
+RETENTION = dict(zip(_RETENTION_DAYS, list(logs.RetentionDays)[:len(_RETENTION_DAYS)],
+                     strict=True))
+
+
+def environment_names(context: Mapping[str, Any]) -> list[str]:
+    """The environments cdk.json defines."""
+    environments = context.get("environments")
+    if not isinstance(environments, Mapping) or not environments:
+        raise SettingsError("cdk.json context has no 'environments' object")
+    return list(environments)
+
+
+def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettings:
+    """Read and validate environment name from the CDK context (cdk.json's ``context``
+    plus ``-c`` overrides). Raises SettingsError, or the configuration model's
+    ConfigError for a relay parameter, each naming the setting at fault."""
+    names = environment_names(context)
+    if name not in names:
+        raise SettingsError(f"no environment {name!r} in cdk.json (defined: "
+                            f"{', '.join(names)}); choose one with -c env=NAME")
+    env = _Reader(context["environments"][name], f"cdk.json environments.{name}")
+    env.check_keys({"account", "region", "vpc", "relay", "service", "worker", "alarm_email",
+                    "private_dns", "endpoint_service", "log_retention_days",
+                    "powertools_layer_version"})
+
+    relay_reader = env.child("relay")
+    if relay_reader is None:
+        raise SettingsError(f"{env.where}.relay: the relay parameters are required "
+                            "(at least mynetworks)")
+    relay = dict(relay_reader.data)
+    fixed = sorted(set(relay) & set(STACK_PARAMETERS))
+    if fixed:
+        raise SettingsError(f"{relay_reader.where}: {', '.join(fixed)} cannot be set here: "
+                            "the deployment sets them from the resources it creates")
+    config = config_from_mapping(relay, source=relay_reader.where)
+
+    retention = env.integer("log_retention_days", 90, 1, 3653)
+    if retention not in _RETENTION_DAYS:
+        raise SettingsError(f"{env.where}.log_retention_days: {retention} is not a "
+                            f"CloudWatch Logs retention ({', '.join(map(str, _RETENTION_DAYS))})")
+
+    settings = EnvironmentSettings(
+        name=name,
+        account=env.optional_text("account"),
+        region=env.optional_text("region"),
+        vpc=_vpc(env.child("vpc")),
+        relay=relay,
+        config=config,
+        service=_service(env.child("service")),
+        worker=_worker(env.child("worker")),
+        alarm_email=env.optional_text("alarm_email"),
+        private_dns=_private_dns(env.child("private_dns")),
+        endpoint_service=_endpoint_service(env.child("endpoint_service")),
+        log_retention_days=retention,
+        powertools_layer_version=env.integer("powertools_layer_version",
+                                             POWERTOOLS_LAYER_VERSION, 1, 10_000),
+    )
+    _check_networks(settings, relay_reader.where)
+    return settings
+
+
+def _check_networks(settings: EnvironmentSettings, where: str) -> None:
+    networks = settings.client_networks
+    if not networks:
+        raise SettingsError(f"{where}.mynetworks: lists no client network the load balancer "
+                            "could admit (loopback only); name the CIDRs of the applications")
+    for net in networks:
+        if ipaddress.ip_network(net).prefixlen == 0:
+            raise SettingsError(f"{where}.mynetworks: {net} would admit the whole Internet to "
+                                "the load balancer and make an open relay")
+
+
+def _vpc(reader: _Reader | None) -> CreatedVpc | ImportedVpc:
+    if reader is None:
+        return CreatedVpc()
+    if "vpc_id" in reader.data:
+        reader.check_keys({"vpc_id", "availability_zones", "private_subnet_ids",
+                           "private_subnet_cidrs"})
+        imported = ImportedVpc(
+            vpc_id=reader.text("vpc_id"),
+            availability_zones=reader.strings("availability_zones"),
+            private_subnet_ids=reader.strings("private_subnet_ids"),
+            private_subnet_cidrs=reader.strings("private_subnet_cidrs"),
+        )
+        if not (len(imported.availability_zones) == len(imported.private_subnet_ids)
+                == len(imported.private_subnet_cidrs)):
+            raise SettingsError(f"{reader.where}: availability_zones, private_subnet_ids and "
+                                "private_subnet_cidrs must list one entry per subnet, in order")
+        for cidr in imported.private_subnet_cidrs:
+            _cidr(cidr, f"{reader.where}.private_subnet_cidrs")
+        return imported
+    reader.check_keys({"cidr", "max_azs", "nat_gateways"})
+    created = CreatedVpc(
+        cidr=reader.text("cidr", CreatedVpc.cidr),
+        max_azs=reader.integer("max_azs", CreatedVpc.max_azs, 1, 6),
+        nat_gateways=reader.integer("nat_gateways", CreatedVpc.nat_gateways, 1, 6),
+    )
+    _cidr(created.cidr, f"{reader.where}.cidr")
+    return created
+
+
+def _cidr(value: str, where: str) -> None:
+    try:
+        ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise SettingsError(f"{where}: {value!r} is not an IPv4 CIDR ({exc})") from None
+
+
+def _service(reader: _Reader | None) -> ServiceSize:
+    if reader is None:
+        return ServiceSize()
+    reader.check_keys({"cpu", "memory_mib", "min_tasks", "max_tasks", "flows_per_task"})
+    size = ServiceSize(
+        cpu=reader.integer("cpu", ServiceSize.cpu, 256, 16384),
+        memory_mib=reader.integer("memory_mib", ServiceSize.memory_mib, 512, 122880),
+        min_tasks=reader.integer("min_tasks", ServiceSize.min_tasks, 1, 1000),
+        max_tasks=reader.integer("max_tasks", ServiceSize.max_tasks, 1, 1000),
+        flows_per_task=reader.integer("flows_per_task", ServiceSize.flows_per_task,
+                                      1, 100_000),
+    )
+    if size.max_tasks < size.min_tasks:
+        raise SettingsError(f"{reader.where}: max_tasks ({size.max_tasks}) is below "
+                            f"min_tasks ({size.min_tasks})")
+    return size
+
+
+def _worker(reader: _Reader | None) -> WorkerSize:
+    if reader is None:
+        return WorkerSize()
+    reader.check_keys({"timeout_seconds", "memory_mib", "max_concurrency"})
+    return WorkerSize(
+        timeout_seconds=reader.integer("timeout_seconds", WorkerSize.timeout_seconds, 10, 900),
+        memory_mib=reader.integer("memory_mib", WorkerSize.memory_mib, 128, 10240),
+        # SQS event sources accept a maximum concurrency of 2 to 1000.
+        max_concurrency=reader.optional_integer("max_concurrency", 2, 1000),
+    )
+
+
+def _private_dns(reader: _Reader | None) -> PrivateDns | None:
+    if reader is None:
+        return None
+    reader.check_keys({"zone_name", "record_name", "zone_id"})
+    return PrivateDns(zone_name=reader.text("zone_name").rstrip("."),
+                      record_name=reader.text("record_name", "smtp"),
+                      zone_id=reader.optional_text("zone_id"))
+
+
+def _endpoint_service(reader: _Reader | None) -> EndpointService | None:
+    if reader is None:
+        return None
+    reader.check_keys({"allowed_principals", "acceptance_required"})
+    return EndpointService(allowed_principals=reader.strings("allowed_principals"),
+                           acceptance_required=reader.boolean("acceptance_required", True))

@@ -1,0 +1,253 @@
+"""The dashboard that answers "is mail flowing?" and the alarms that say when it is not."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from sesrelay import telemetry
+from stacks.environment import EnvironmentSettings, SettingsError
+from stacks.relay_service import RelayService
+from stacks.spool import Spool
+from stacks.worker import Worker
+
+# Thresholds. SES reviews accounts at a 5 % bounce rate and 0.1 % complaint rate
+# (its own guidance), so the alarms fire when those are reached.
+SES_BOUNCE_RATE = 0.05
+SES_COMPLAINT_RATE = 0.001
+# One failing invocation can be a fluke; errors in three 5-minute periods in a row are
+# a worker that keeps failing (its records would otherwise take days to reach the DLQ).
+WORKER_ERROR_PERIODS = 3
+# A message's first three receives span minimal_backoff_time * (1 + 2) of planned
+# backoff; SQS stops counting a message's age after its third receive. A message older
+# than this that has not been received three times means the worker is not draining.
+MIN_OLDEST_MESSAGE_AGE = 3600
+# Tasks missing for five minutes in a row (longer than a deployment's replacement).
+UNHEALTHY_MINUTES = 5
+# The service pinned at max_tasks for fifteen minutes needs a higher maximum.
+AT_MAXIMUM_MINUTES = 15
+
+
+def oldest_message_threshold(settings: EnvironmentSettings) -> int:
+    """Seconds of ApproximateAgeOfOldestMessage that raise the alarm."""
+    return max(MIN_OLDEST_MESSAGE_AGE, 4 * settings.config.minimal_backoff_time)
+
+
+class Monitoring(Construct):
+    """SNS alarm topic (encrypted), the alarms, and the per-environment dashboard."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings,
+                 relay: RelayService, spool: Spool, worker: Worker) -> None:
+        super().__init__(scope, construct_id)
+        if (settings.config.ses_region and settings.region
+                and settings.config.ses_region != settings.region):
+            raise SettingsError(f"{settings.source} ses_region: {settings.config.ses_region} "
+                                f"differs from the deployment region {settings.region}; the "
+                                "SES bounce and complaint alarms need SES's metrics in the "
+                                "deployment region")
+        self.settings = settings
+        self.relay, self.spool, self.worker = relay, spool, worker
+        self.topic = self._topic()
+        self.alarms = self._alarms()
+        action = cw_actions.SnsAction(self.topic)
+        for alarm in self.alarms:
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+        self.dashboard = self._dashboard()
+
+    def _topic(self) -> sns.Topic:
+        key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True,
+                      description=f"sesrelay {self.settings.name}: alarm topic encryption",
+                      removal_policy=cdk.RemovalPolicy.DESTROY)
+        # CloudWatch publishes alarm notifications to the encrypted topic.
+        key.add_to_resource_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            resources=["*"]))
+        topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True,
+                          display_name=f"sesrelay {self.settings.name} alarms")
+        if self.settings.alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(self.settings.alarm_email))
+        return topic
+
+    # Metrics ------------------------------------------------------------------------
+
+    def _emf(self, service: str, name: str) -> cw.Metric:
+        """A count the relay or worker emits through powertools' EMF metrics."""
+        return cw.Metric(namespace=telemetry.metrics_namespace(self.settings.name),
+                         metric_name=name, dimensions_map={"service": service},
+                         statistic="Sum", period=cdk.Duration.minutes(5), label=name)
+
+    @staticmethod
+    def _ses(name: str, statistic: str = "Sum", label: str | None = None) -> cw.Metric:
+        return cw.Metric(namespace="AWS/SES", metric_name=name, statistic=statistic,
+                         period=cdk.Duration.minutes(15), label=label or name)
+
+    def _service_count(self, name: str) -> cw.Metric:
+        service = self.relay.service
+        return cw.Metric(namespace="ECS/ContainerInsights", metric_name=name,
+                         dimensions_map={"ClusterName": self.relay.cluster.cluster_name,
+                                         "ServiceName": service.service_name},
+                         statistic="Maximum", period=cdk.Duration.minutes(1), label=name)
+
+    def _healthy_hosts(self) -> cw.Metric:
+        return self.relay.target_group.metrics.healthy_host_count(
+            statistic="Minimum", period=cdk.Duration.minutes(1), label="Healthy tasks")
+
+    # Alarms -------------------------------------------------------------------------
+
+    def _alarms(self) -> list[cw.Alarm]:
+        spool, worker, settings = self.spool, self.worker, self.settings
+        name = f"sesrelay-{settings.name}"
+        missing_ok = cw.TreatMissingData.NOT_BREACHING
+        alarms = [
+            cw.Alarm(
+                self, "DeadLetterQueueNotEmpty", alarm_name=f"{name}-dlq-not-empty",
+                alarm_description="Envelopes the worker could not handle are in the DLQ: "
+                                  "inspect, fix, then redrive them to the queue.",
+                metric=spool.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                    statistic="Maximum", period=cdk.Duration.minutes(1)),
+                threshold=1, evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+            cw.Alarm(
+                self, "OldestMessageTooOld", alarm_name=f"{name}-oldest-message-too-old",
+                alarm_description="The queue is not draining: the worker is failing, "
+                                  "throttled, or paused.",
+                metric=spool.queue.metric_approximate_age_of_oldest_message(
+                    statistic="Maximum", period=cdk.Duration.minutes(5)),
+                threshold=oldest_message_threshold(settings), evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+            cw.Alarm(
+                self, "HealthyHostsBelowDesired", alarm_name=f"{name}-healthy-below-desired",
+                alarm_description="Fewer relay tasks pass the NLB health check than the "
+                                  "service wants.",
+                metric=cw.MathExpression(
+                    expression="desired - FILL(healthy, 0)",
+                    using_metrics={"desired": self._service_count("DesiredTaskCount"),
+                                   "healthy": self._healthy_hosts()},
+                    label="Desired tasks not healthy", period=cdk.Duration.minutes(1)),
+                threshold=1, evaluation_periods=UNHEALTHY_MINUTES,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.BREACHING),
+            cw.Alarm(
+                self, "WorkerErrors", alarm_name=f"{name}-worker-errors",
+                alarm_description="The worker Lambda keeps failing invocations.",
+                metric=worker.function.metric_errors(statistic="Sum",
+                                                     period=cdk.Duration.minutes(5)),
+                threshold=1, evaluation_periods=WORKER_ERROR_PERIODS,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+            cw.Alarm(
+                self, "SendingPaused", alarm_name=f"{name}-ses-sending-paused",
+                alarm_description="SES has paused sending for the account or configuration "
+                                  "set; mail waits in the queue until it is resumed.",
+                metric=self._emf(telemetry.SERVICE_WORKER, telemetry.SENDING_PAUSED),
+                threshold=1, evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+            cw.Alarm(
+                self, "SesBounceRate", alarm_name=f"{name}-ses-bounce-rate",
+                alarm_description="SES reputation: bounce rate at or above 5 %.",
+                metric=self._ses("Reputation.BounceRate", "Maximum"),
+                threshold=SES_BOUNCE_RATE, evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+            cw.Alarm(
+                self, "SesComplaintRate", alarm_name=f"{name}-ses-complaint-rate",
+                alarm_description="SES reputation: complaint rate at or above 0.1 %.",
+                metric=self._ses("Reputation.ComplaintRate", "Maximum"),
+                threshold=SES_COMPLAINT_RATE, evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+            cw.Alarm(
+                self, "ServiceAtMaximum", alarm_name=f"{name}-service-at-max-tasks",
+                alarm_description="The relay service has run at its maximum task count for "
+                                  "15 minutes: raise max_tasks or the task size.",
+                metric=self._service_count("DesiredTaskCount").with_(
+                    period=cdk.Duration.minutes(5)),
+                threshold=settings.service.max_tasks,
+                evaluation_periods=AT_MAXIMUM_MINUTES // 5,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok),
+        ]
+        return alarms
+
+    # Dashboard ----------------------------------------------------------------------
+
+    def _dashboard(self) -> cw.Dashboard:
+        relay, spool, worker = self.relay, self.spool, self.worker
+        relay_service, worker_service = telemetry.SERVICE_RELAY, telemetry.SERVICE_WORKER
+        function = worker.function
+        dashboard = cw.Dashboard(self, "Dashboard",
+                                 dashboard_name=f"sesrelay-{self.settings.name}",
+                                 default_interval=cdk.Duration.hours(3))
+        dashboard.add_widgets(cw.TextWidget(
+            width=24, height=2,
+            markdown=(f"# sesrelay {self.settings.name}: is mail flowing?\n"
+                      "Mail flows when **Accepted** (relay) is matched by **Sent** (worker), "
+                      "the queue stays near zero and the DLQ is empty. See docs/DEPLOY.md.")))
+        dashboard.add_widgets(cw.AlarmStatusWidget(
+            title="Alarms", width=24, height=3, alarms=self.alarms))
+        dashboard.add_widgets(
+            cw.GraphWidget(title="Relay: messages by reply", width=12, left=[
+                self._emf(relay_service, telemetry.ACCEPTED),
+                self._emf(relay_service, telemetry.REJECTED),
+                self._emf(relay_service, telemetry.DEFERRED)]),
+            cw.GraphWidget(title="Worker: messages by outcome", width=12, left=[
+                self._emf(worker_service, telemetry.SENT),
+                self._emf(worker_service, telemetry.BOUNCED),
+                self._emf(worker_service, telemetry.DEFERRED),
+                self._emf(worker_service, telemetry.FAILED)]),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Queue: depth and age of oldest message", width=8,
+                left=[spool.queue.metric_approximate_number_of_messages_visible(
+                    label="Waiting"),
+                    spool.queue.metric_approximate_number_of_messages_not_visible(
+                        label="In flight or backing off")],
+                right=[spool.queue.metric_approximate_age_of_oldest_message(
+                    statistic="Maximum", label="Oldest (s)")]),
+            cw.SingleValueWidget(
+                title="DLQ depth", width=4, height=6,
+                metrics=[spool.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                    statistic="Maximum", label="Messages in DLQ")]),
+            cw.GraphWidget(
+                title="Worker Lambda: errors, throttles, duration", width=12,
+                left=[function.metric_errors(statistic="Sum"),
+                      function.metric_throttles(statistic="Sum")],
+                right=[function.metric_duration(statistic="p99", label="Duration p99"),
+                       function.metric_duration(statistic="Average", label="Duration avg")]),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(title="SES: sends, bounces, complaints", width=12, left=[
+                self._ses("Send", label="Sends"), self._ses("Delivery", label="Deliveries"),
+                self._ses("Bounce", label="Bounces"),
+                self._ses("Complaint", label="Complaints")],
+                right=[self._ses("Reputation.BounceRate", "Maximum", "Bounce rate"),
+                       self._ses("Reputation.ComplaintRate", "Maximum", "Complaint rate")]),
+            cw.GraphWidget(
+                title="NLB: healthy tasks and SMTP connections", width=12,
+                left=[self._healthy_hosts(), self._service_count("DesiredTaskCount")],
+                right=[relay.load_balancer.metrics.active_flow_count(label="Active connections"),
+                       relay.load_balancer.metrics.new_flow_count(statistic="Sum",
+                                                                  label="New connections")]),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(title="Relay: spool latency (ms)", width=12, left=[
+                cw.Metric(namespace=telemetry.metrics_namespace(self.settings.name),
+                          metric_name=telemetry.SPOOL_LATENCY,
+                          dimensions_map={"service": relay_service}, statistic="p99",
+                          label="Spool latency p99")]),
+            cw.GraphWidget(title="Relay service: CPU", width=12, left=[
+                relay.service.metric_cpu_utilization(label="CPU %")]),
+        )
+        return dashboard

@@ -1,0 +1,208 @@
+"""The SMTP front end: an internal NLB that admits only mynetworks and passes PROXY v2
+headers to the Fargate relay tasks behind it."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from sesrelay.spool import KEY_PREFIX
+from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_RELAY, metrics_namespace
+from stacks.environment import CONTAINER_PORT, SMTP_PORT, EnvironmentSettings
+from stacks.nag import acknowledge, logical_id
+from stacks.network import Network
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = "relay_container/Dockerfile"
+# The image is built from the repository root; nothing here belongs in it.
+IMAGE_EXCLUDE = [".git", ".venv", "cdk.out*", "build", "tests", "bench", "docs",
+                 "app.py", "cdk.json", "stacks",
+                 "**/__pycache__", "**/*.pyc", ".ruff_cache", ".pytest_cache", "*.egg-info"]
+# A numeric non-root user, so ECS refuses to start the task as root whatever the image
+# says.
+RELAY_USER = "10001"
+# Fargate's longest stop timeout: time for open SMTP sessions to finish after SIGTERM.
+STOP_TIMEOUT = cdk.Duration.seconds(120)
+# Draining ends before the task is stopped, and well inside its stop timeout.
+DEREGISTRATION_DELAY = cdk.Duration.seconds(60)
+CPU_TARGET_PERCENT = 60
+HEALTH_CHECK_COMMAND = ["CMD", "sesrelay", "healthcheck"]
+
+
+def _peer(cidr: str) -> ec2.IPeer:
+    network = ipaddress.ip_network(cidr)
+    return ec2.Peer.ipv4(cidr) if network.version == 4 else ec2.Peer.ipv6(cidr)
+
+
+class RelayService(Construct):
+    """NLB, target group, ECS cluster and the autoscaled Fargate relay service."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings,
+                 network: Network, environment: dict[str, str], bucket_arn: str,
+                 queue: sqs.IQueue, log_retention: logs.RetentionDays) -> None:
+        super().__init__(scope, construct_id)
+        vpc = network.vpc
+
+        self.lb_security_group = ec2.SecurityGroup(
+            self, "LoadBalancerSecurityGroup", vpc=vpc, allow_all_outbound=False,
+            description=f"sesrelay {settings.name} NLB: SMTP from mynetworks only")
+        for cidr in settings.client_networks:
+            self.lb_security_group.add_ingress_rule(_peer(cidr), ec2.Port.tcp(SMTP_PORT),
+                                                    f"SMTP from mynetworks {cidr}")
+        self.task_security_group = ec2.SecurityGroup(
+            self, "TaskSecurityGroup", vpc=vpc, allow_all_outbound=False,
+            description=f"sesrelay {settings.name} relay tasks: SMTP from the NLB only")
+        # The tasks talk only to AWS APIs (S3, SQS, ECR, CloudWatch Logs), over HTTPS.
+        self.task_security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
+                                                 "HTTPS to AWS APIs")
+
+        self.load_balancer = elbv2.NetworkLoadBalancer(
+            self, "LoadBalancer", vpc=vpc, internet_facing=False,
+            vpc_subnets=network.subnets, security_groups=[self.lb_security_group],
+            cross_zone_enabled=True,
+            # PrivateLink consumers are admitted by the endpoint service's allowed
+            # principals; the relay's mynetworks still decides what they may relay.
+            enforce_security_group_inbound_rules_on_private_link_traffic=(
+                False if settings.endpoint_service else None),
+        )
+        acknowledge(self.load_balancer, "AwsSolutions-ELB2",
+                    "NLB access logs are written only for TLS listeners; this listener is "
+                    "plain TCP (SMTP with STARTTLS end to end). Each session is logged by "
+                    "the relay with the client address from the PROXY v2 header, and "
+                    "rejected flows are in the VPC flow logs.")
+        self.target_group = elbv2.NetworkTargetGroup(
+            self, "Targets", vpc=vpc, port=CONTAINER_PORT, protocol=elbv2.Protocol.TCP,
+            target_type=elbv2.TargetType.IP,
+            # The relay learns each client's address from the PROXY v2 header.
+            proxy_protocol_v2=True,
+            deregistration_delay=DEREGISTRATION_DELAY,
+            health_check=elbv2.HealthCheck(
+                protocol=elbv2.Protocol.TCP, interval=cdk.Duration.seconds(10),
+                healthy_threshold_count=2, unhealthy_threshold_count=2),
+        )
+        self.load_balancer.add_listener("Smtp", port=SMTP_PORT, protocol=elbv2.Protocol.TCP,
+                                        default_target_groups=[self.target_group])
+
+        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc,
+                                   container_insights_v2=ecs.ContainerInsights.ENABLED)
+        task = ecs.FargateTaskDefinition(
+            self, "Task", cpu=settings.service.cpu,
+            memory_limit_mib=settings.service.memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.ARM64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX))
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
+                                       removal_policy=cdk.RemovalPolicy.DESTROY)
+        container = task.add_container(
+            "relay",
+            image=ecs.ContainerImage.from_asset(
+                str(REPO_ROOT), file=DOCKERFILE, exclude=IMAGE_EXCLUDE,
+                platform=ecr_assets.Platform.LINUX_ARM64),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="relay", log_group=self.log_group),
+            environment={**environment, NAMESPACE_ENV: metrics_namespace(settings.name),
+                         SERVICE_ENV: SERVICE_RELAY},
+            port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT,
+                                           protocol=ecs.Protocol.TCP)],
+            user=RELAY_USER,
+            readonly_root_filesystem=True,
+            stop_timeout=STOP_TIMEOUT,
+            health_check=ecs.HealthCheck(command=HEALTH_CHECK_COMMAND,
+                                         interval=cdk.Duration.seconds(30),
+                                         timeout=cdk.Duration.seconds(5), retries=3,
+                                         start_period=cdk.Duration.seconds(30)),
+        )
+        # The root filesystem is read-only; Python and the relay still need a /tmp.
+        task.add_volume(name="tmp")
+        container.add_mount_points(ecs.MountPoint(container_path="/tmp", source_volume="tmp",
+                                                  read_only=False))
+        acknowledge(task, "AwsSolutions-ECS2",
+                    "The environment variables are the relay's non-secret configuration "
+                    "(Postfix parameters from the configuration model and resource names); "
+                    "the relay needs no secrets, its AWS access comes from the task role.")
+        task.add_to_task_role_policy(iam.PolicyStatement(
+            sid="SpoolMessages", actions=["s3:PutObject"],
+            resources=[f"{bucket_arn}/{KEY_PREFIX}*"]))
+        task.add_to_task_role_policy(iam.PolicyStatement(
+            sid="QueueEnvelopes", actions=["sqs:SendMessage"], resources=[queue.queue_arn]))
+        spool_keys = f"{KEY_PREFIX}*"
+        acknowledge(task.task_role,
+                    f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"
+                    f"{spool_keys}]",
+                    "Each spooled message gets its own key under the spool prefix; the relay "
+                    "may only put objects there.")
+        assert task.execution_role is not None  # created by the image asset and log driver
+        acknowledge(task.execution_role, "AwsSolutions-IAM5[Resource::*]",
+                    "ecr:GetAuthorizationToken has no resource-level permissions; image "
+                    "pulls and log writes are scoped to the asset repository and log group.")
+
+        self.service = ecs.FargateService(
+            self, "Service", cluster=self.cluster, task_definition=task,
+            desired_count=settings.service.min_tasks,
+            min_healthy_percent=100, max_healthy_percent=200,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            vpc_subnets=network.subnets, security_groups=[self.task_security_group],
+            assign_public_ip=False,
+            availability_zone_rebalancing=ecs.AvailabilityZoneRebalancing.ENABLED,
+            health_check_grace_period=cdk.Duration.seconds(60),
+        )
+        self.service.attach_to_network_target_group(self.target_group)
+        self.load_balancer.connections.allow_to(self.service, ec2.Port.tcp(CONTAINER_PORT),
+                                                "SMTP (PROXY v2) and health checks to tasks")
+        self._autoscale(settings)
+
+    def _autoscale(self, settings: EnvironmentSettings) -> None:
+        """Scale on CPU, and on concurrent SMTP connections per healthy task."""
+        scaling = self.service.auto_scale_task_count(
+            min_capacity=settings.service.min_tasks, max_capacity=settings.service.max_tasks)
+        scaling.scale_on_cpu_utilization(
+            "Cpu", target_utilization_percent=CPU_TARGET_PERCENT,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1))
+        # NLB flow counts have no per-target dimension, and CDK's target tracking takes
+        # only plain metrics: the per-task ratio is a metric-math query on the L1 policy.
+        target: autoscaling.ScalableTarget = scaling.node.find_child("Target")  # type: ignore[assignment]
+        policy = autoscaling.CfnScalingPolicy
+        lb_dimension = [policy.TargetTrackingMetricDimensionProperty(
+            name="LoadBalancer", value=self.load_balancer.load_balancer_full_name)]
+        tg_dimensions = [*lb_dimension, policy.TargetTrackingMetricDimensionProperty(
+            name="TargetGroup", value=self.target_group.target_group_full_name)]
+
+        def query(query_id: str, metric_name: str,
+                  dimensions: list[policy.TargetTrackingMetricDimensionProperty]
+                  ) -> policy.TargetTrackingMetricDataQueryProperty:
+            return policy.TargetTrackingMetricDataQueryProperty(
+                id=query_id, return_data=False,
+                metric_stat=policy.TargetTrackingMetricStatProperty(
+                    stat="Average",
+                    metric=policy.TargetTrackingMetricProperty(
+                        namespace="AWS/NetworkELB", metric_name=metric_name,
+                        dimensions=dimensions)))
+
+        per_task = policy.TargetTrackingMetricDataQueryProperty(
+            id="flowsPerTask", expression="flows / hosts",
+            label="Active SMTP connections per healthy task", return_data=True)
+        policy(
+            self, "ConnectionScaling",
+            policy_name=f"{cdk.Names.unique_id(self)}-connections",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=target.scalable_target_id,
+            target_tracking_scaling_policy_configuration=(
+                policy.TargetTrackingScalingPolicyConfigurationProperty(
+                    target_value=settings.service.flows_per_task,
+                    scale_in_cooldown=300, scale_out_cooldown=60,
+                    customized_metric_specification=policy.CustomizedMetricSpecificationProperty(
+                        metrics=[query("flows", "ActiveFlowCount", lb_dimension),
+                                 query("hosts", "HealthyHostCount", tg_dimensions),
+                                 per_task]))),
+        )

@@ -1,0 +1,181 @@
+"""The worker: the Lambda that takes envelopes off the queue and sends them through SES,
+with its idempotency table and a role that can do exactly that."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from sesrelay.config import Config, env_name
+from sesrelay.spool import KEY_PREFIX
+from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_WORKER, metrics_namespace
+from stacks.environment import EnvironmentSettings, SettingsError
+from stacks.nag import acknowledge, logical_id
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# What goes into the function's code: the handler package and the core package it
+# imports. boto3 comes with the runtime and powertools from its public layer.
+CODE_PACKAGES = {"ses_worker": REPO_ROOT / "lambdas" / "ses_worker",
+                 "sesrelay": REPO_ROOT / "sesrelay"}
+HANDLER = "ses_worker.handler.handler"
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+POWERTOOLS_LAYER = ("arn:{partition}:lambda:{region}:017000801446:layer:"
+                    "AWSLambdaPowertoolsPythonV3-python313-arm64:{version}")
+BATCH_SIZE = 10
+# Powertools' DynamoDB persistence layer: partition key "id", TTL attribute "expiration".
+IDEMPOTENCY_KEY = "id"
+IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
+# One worker sends a batch one message at a time; an SES call takes roughly 100-200 ms,
+# so one concurrent worker delivers about this many recipients per second.
+RECIPIENTS_PER_SECOND_PER_WORKER = 5
+# With ses_max_send_rate = 0 (no limit known) the concurrency is capped here instead.
+UNLIMITED_RATE_CONCURRENCY = 10
+
+
+def max_concurrency(settings: EnvironmentSettings) -> int:
+    """MaximumConcurrency of the SQS event source.
+
+    Set explicitly with ``worker.max_concurrency``; otherwise derived from
+    ses_max_send_rate so that the workers together cannot outrun SES:
+    ceil(rate / RECIPIENTS_PER_SECOND_PER_WORKER), at least 2 (the lowest value SQS
+    event sources accept) and at most 1000. More concurrency would only turn into SES
+    throttling and retries.
+    """
+    if settings.worker.max_concurrency is not None:
+        return settings.worker.max_concurrency
+    rate = settings.config.ses_max_send_rate
+    if rate <= 0:
+        return UNLIMITED_RATE_CONCURRENCY
+    return min(1000, max(2, math.ceil(rate / RECIPIENTS_PER_SECOND_PER_WORKER)))
+
+
+@jsii.implements(cdk.ILocalBundling)
+class _CopyPackages:
+    """Builds the function's code by copying the Python packages: no Docker needed."""
+
+    def try_bundle(self, output_dir: str, *args: Any, **kwargs: Any) -> bool:
+        """Copy each package into output_dir, without bytecode caches."""
+        for name, source in CODE_PACKAGES.items():
+            shutil.copytree(source, Path(output_dir) / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return True
+
+
+def _ses_resources(config: Config) -> list[str]:
+    """ARNs SES checks when the worker sends: each verified identity (and the identity
+    ARN used for sending authorization) and the configuration set."""
+    if not config.ses_identities and not config.ses_identity_arn:
+        raise SettingsError("ses_identities must list the verified SES identities (domains "
+                            "or addresses) the relay sends as: the worker may send only "
+                            "as those")
+    region = config.ses_region or cdk.Aws.REGION
+    prefix = f"arn:{cdk.Aws.PARTITION}:ses:{region}:{cdk.Aws.ACCOUNT_ID}"
+    resources = [f"{prefix}:identity/{identity}" for identity in config.ses_identities]
+    if config.ses_identity_arn:
+        resources.append(config.ses_identity_arn)
+    if config.ses_configuration_set:
+        resources.append(f"{prefix}:configuration-set/{config.ses_configuration_set}")
+    return resources
+
+
+class Worker(Construct):
+    """The SES sender Lambda, its SQS event source and its idempotency table."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings,
+                 environment: dict[str, str], bucket_arn: str, queue: sqs.IQueue,
+                 timeout: cdk.Duration, log_retention: logs.RetentionDays) -> None:
+        super().__init__(scope, construct_id)
+        config = settings.config
+
+        self.idempotency_table = dynamodb.TableV2(
+            self, "IdempotencyTable",
+            partition_key=dynamodb.Attribute(name=IDEMPOTENCY_KEY,
+                                             type=dynamodb.AttributeType.STRING),
+            billing=dynamodb.Billing.on_demand(),
+            time_to_live_attribute=IDEMPOTENCY_TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            # Records only guard against sending twice while a message is in flight.
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
+                                       removal_policy=cdk.RemovalPolicy.DESTROY)
+        role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description="sesrelay worker: send spooled mail through SES")
+        # Written out instead of AWSLambdaBasicExecutionRole: this log group only.
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[self.log_group.log_group_arn]))
+        spooled_objects = f"{bucket_arn}/{KEY_PREFIX}*"
+        role.add_to_policy(iam.PolicyStatement(
+            sid="ReadTagDeleteSpool",
+            actions=["s3:GetObject", "s3:GetObjectTagging", "s3:PutObjectTagging",
+                     "s3:DeleteObject"],
+            resources=[spooled_objects]))
+        role.add_to_policy(iam.PolicyStatement(
+            sid="SendThroughSes",
+            actions=["ses:SendEmail", "ses:SendRawEmail"],
+            resources=_ses_resources(config)))
+        role.add_to_policy(iam.PolicyStatement(
+            sid="IdempotencyRecords",
+            actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                     "dynamodb:DeleteItem"],
+            resources=[self.idempotency_table.table_arn]))
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"
+                          f"{KEY_PREFIX}*]",
+                    "Spooled objects have one key per message under the spool prefix; the "
+                    "worker reads, tags and deletes any of them and nothing else.")
+
+        self.function = lambda_.Function(
+            self, "Function",
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(
+                str(CODE_PACKAGES["ses_worker"]),
+                bundling=cdk.BundlingOptions(
+                    # Never pulled: the local bundler always succeeds.
+                    image=RUNTIME.bundling_image,
+                    local=_CopyPackages(),
+                ),
+            ),
+            layers=[lambda_.LayerVersion.from_layer_version_arn(
+                self, "Powertools", POWERTOOLS_LAYER.format(
+                    partition=cdk.Aws.PARTITION, region=cdk.Aws.REGION,
+                    version=settings.powertools_layer_version))],
+            memory_size=settings.worker.memory_mib,
+            timeout=timeout,
+            role=role,
+            log_group=self.log_group,
+            environment={
+                **environment,
+                env_name("sesrelay_idempotency_table"): self.idempotency_table.table_name,
+                NAMESPACE_ENV: metrics_namespace(settings.name),
+                SERVICE_ENV: SERVICE_WORKER,
+            },
+            description=f"sesrelay {settings.name}: sends spooled mail through Amazon SES",
+        )
+        acknowledge(self.function, "AwsSolutions-L1",
+                    "The runtime is pinned to Python 3.13 together with the matching build of "
+                    "the public Powertools layer (python313); both move together, deliberately.")
+        self.max_concurrency = max_concurrency(settings)
+        self.function.add_event_source(event_sources.SqsEventSource(
+            queue,
+            batch_size=BATCH_SIZE,
+            report_batch_item_failures=True,
+            max_concurrency=self.max_concurrency,
+        ))
+
