@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import RawMessage, ses_backends
@@ -126,7 +127,10 @@ class Spool:
 
 
 def sent_messages() -> list[RawMessage]:
-    """What SES v2 SendEmail accepted in the mock (sesv2 stores it in the SES backend)."""
+    """What SES v2 SendEmail accepted in the mock (sesv2 stores it in the SES backend).
+
+    moto adds the addresses of the message's To:/Cc:/Bcc: headers to `destinations`,
+    so tests that count recipients use messages without those headers."""
     return list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
 
 
@@ -198,3 +202,32 @@ def worker_logs(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str,
     def lines() -> list[dict[str, Any]]:
         return [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
     return lines
+
+
+def fail_sends(code: str, text: str, when: Callable[[dict[str, Any]], bool] = lambda _: True,
+               status: int = 400, times: int | None = None) -> list[dict[str, Any]]:
+    """Make the worker's SES client answer SendEmail calls for which when(params) holds
+    with an SES error (the first `times` such calls, or all); returns the failed calls."""
+    failed: list[dict[str, Any]] = []
+
+    def answer(params: dict[str, Any], **_: Any) -> None:
+        if when(params) and (times is None or len(failed) < times):
+            failed.append(params)
+            raise ClientError({"Error": {"Code": code, "Message": text},
+                               "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail")
+
+    sesv2().meta.events.register("before-parameter-build.sesv2.SendEmail", answer)
+    return failed
+
+
+def to(address: str) -> Callable[[dict[str, Any]], bool]:
+    """A fail_sends condition: the call is for this recipient."""
+    return lambda params: address in params["Destination"]["ToAddresses"]
+
+
+def make_visible(spool: Spool, event: dict[str, Any]) -> None:
+    """Let a deferred record's retry delay pass (as time would)."""
+    for record in event["Records"]:
+        spool.sqs.change_message_visibility(QueueUrl=spool.queue_url,
+                                            ReceiptHandle=record["receiptHandle"],
+                                            VisibilityTimeout=0)
