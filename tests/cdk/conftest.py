@@ -1,0 +1,87 @@
+"""Synthesize each deployment once per test session, offline: no AWS credentials, no
+Docker. Every environment in cdk.json is synthesized, plus one variant that imports its
+VPC and offers a PrivateLink endpoint service (the options cdk.json does not use)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import app as cdk_app
+from stacks.environment import load_environment
+from tests.cdk.synth import Deployment
+
+IMPORTED = "imported"
+IMPORTED_CIDRS = ["10.90.1.0/24", "10.90.2.0/24"]
+CONSUMER_ACCOUNT = "arn:aws:iam::210987654321:root"
+
+
+def imported_context() -> dict[str, Any]:
+    """cdk.json's context plus an environment that imports its VPC and has PrivateLink."""
+    context = cdk_app.file_context()
+    environment = copy.deepcopy(context["environments"]["prod"])
+    environment["vpc"] = {
+        "vpc_id": "vpc-0a1b2c3d4e5f60718",
+        "availability_zones": ["eu-west-1a", "eu-west-1b"],
+        "private_subnet_ids": ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"],
+        "private_subnet_cidrs": IMPORTED_CIDRS,
+    }
+    environment["private_dns"] = {"zone_name": "corp.internal", "record_name": "mail",
+                                  "zone_id": "Z0123456789ABCDEFGHIJ"}
+    environment["endpoint_service"] = {"allowed_principals": [CONSUMER_ACCOUNT]}
+    environment["relay"]["mynetworks"] = ["10.90.0.0/16"]
+    return {"environments": {**context["environments"], IMPORTED: environment},
+            "env": IMPORTED}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline() -> None:
+    """No AWS credentials or region, and no usable Docker, for the whole session."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.startswith("CDK_DEFAULT_"):
+            del os.environ[name]
+    # Any attempt to run Docker would fail on this path.
+    os.environ["CDK_DOCKER"] = "/nonexistent/docker"
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+
+def _synthesize(name: str, context: dict[str, Any], outdir: Path) -> Deployment:
+    app, checks = cdk_app.create_app(context, outdir=str(outdir))
+    assembly = app.synth()
+    stack = assembly.get_stack_by_name(f"sesrelay-{name}")
+    settings = load_environment({**cdk_app.file_context(), **context}, name)
+    return Deployment(name, settings, app, checks, assembly, stack.template)
+
+
+@pytest.fixture(scope="session")
+def deployments(offline: None, tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, Deployment]:
+    """Every environment in cdk.json, and the imported-VPC variant, synthesized once."""
+    result = {}
+    for name in cdk_app.file_context()["environments"]:
+        result[name] = _synthesize(name, {"env": name}, tmp_path_factory.mktemp(name))
+    result[IMPORTED] = _synthesize(IMPORTED, imported_context(),
+                                   tmp_path_factory.mktemp(IMPORTED))
+    return result
+
+
+@pytest.fixture(scope="session")
+def dev(deployments: dict[str, Deployment]) -> Deployment:
+    """The dev environment."""
+    return deployments["dev"]
+
+
+@pytest.fixture(scope="session")
+def prod(deployments: dict[str, Deployment]) -> Deployment:
+    """The prod environment."""
+    return deployments["prod"]
+
+
+@pytest.fixture(scope="session")
+def imported(deployments: dict[str, Deployment]) -> Deployment:
+    """The variant with an imported VPC, an imported zone and PrivateLink."""
+    return deployments[IMPORTED]
