@@ -1,0 +1,117 @@
+"""Postfix's recipient policy: smtpd_relay_restrictions, smtpd_recipient_restrictions,
+reject_unauth_destination with relay_domains, relay_recipient_maps and soft_bounce.
+
+Pure functions of the configuration, the client address and the address, so every rule
+is testable without a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sesrelay.config import Config
+from smtp_relay import replies
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A recipient as the client wrote it, and the address mail will go to."""
+
+    written: str
+    address: str
+    source_routed: bool = False
+
+    @property
+    def local_part(self) -> str:
+        """Everything before the last '@'."""
+        return self.address.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        """Everything after the last '@', lowercased."""
+        return self.address.rpartition("@")[2].lower()
+
+
+def parse_recipient(written: str, myorigin: str) -> Recipient:
+    """Strip a source route (@a,@b:user@domain) and qualify a bare name with myorigin."""
+    address = written
+    routed = False
+    if address.startswith("@") and ":" in address:
+        routed = True
+        address = address.split(":", 1)[1]
+    if "@" not in address:
+        address = f"{address}@{myorigin}"
+    return Recipient(written, address, routed)
+
+
+def has_sender_routing(recipient: Recipient) -> bool:
+    """Sender-specified routing: user%host@, user!host@, "user@host"@, @route:user@."""
+    local = recipient.local_part
+    return recipient.source_routed or any(ch in local for ch in "@!%")
+
+
+def is_authorized_destination(config: Config, recipient: Recipient) -> bool:
+    """Postfix's 'authorized destination': relay_domains or mydestination, no routing."""
+    if has_sender_routing(recipient):
+        return False
+    return any(domains.matches(recipient.domain) for domains in config.authorized_destinations)
+
+
+def _relay_denied(config: Config, recipient: Recipient) -> str:
+    return f"{config.relay_domains_reject_code} 5.7.1 <{recipient.written}>: Relay access denied"
+
+
+def _unknown_user(config: Config, recipient: Recipient) -> str | None:
+    if not config.relay_recipient_maps or not config.relay_domains.matches(recipient.domain):
+        return None
+    if config.relay_recipient_maps.knows(recipient.address, config.recipient_delimiter):
+        return None
+    return (f"{config.unknown_relay_recipient_reject_code} 5.1.1 <{recipient.written}>: "
+            "Recipient address rejected: User unknown in relay recipient table")
+
+
+def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str,
+              recipient: Recipient) -> str | None:
+    """Run one restriction list. None means permitted (or no decision); else a reply."""
+    for restriction in restrictions:
+        if restriction == "permit_mynetworks":
+            if client_address in config.mynetworks:
+                return None
+        elif restriction == "permit_auth_destination":
+            if is_authorized_destination(config, recipient):
+                return None
+        elif restriction == "reject_unauth_destination":
+            if not is_authorized_destination(config, recipient):
+                return _relay_denied(config, recipient)
+        elif restriction == "defer_unauth_destination":
+            if not is_authorized_destination(config, recipient):
+                return f"450 4.7.1 <{recipient.written}>: Relay access denied"
+        elif restriction == "reject_unlisted_recipient":
+            reply = _unknown_user(config, recipient)
+            if reply:
+                return reply
+        elif restriction == "permit":
+            return None
+        elif restriction == "reject":
+            return (f"554 5.7.1 <{recipient.written}>: Recipient address rejected: "
+                    "Access denied")
+        elif restriction == "defer":
+            return (f"450 4.7.1 <{recipient.written}>: Recipient address rejected: "
+                    "Access denied")
+        # permit_sasl_authenticated never matches (no SASL); dunno decides nothing.
+    return None
+
+
+def check_recipient(config: Config, client_address: str, recipient: Recipient) -> str | None:
+    """The RCPT TO decision: None to accept, or the reply that rejects (soft_bounce applied).
+
+    As in Postfix: smtpd_relay_restrictions, then smtpd_recipient_restrictions, then the
+    implicit reject_unlisted_recipient for relay_recipient_maps (smtpd_reject_unlisted_
+    recipient = yes), which applies to trusted clients too.
+    """
+    for restrictions in (config.smtpd_relay_restrictions, config.smtpd_recipient_restrictions):
+        reply = _evaluate(config, restrictions, client_address, recipient)
+        if reply:
+            return replies.soften(reply, config.soft_bounce)
+    reply = _unknown_user(config, recipient)
+    return replies.soften(reply, config.soft_bounce) if reply else None

@@ -1,0 +1,207 @@
+"""The relay's decisions for each SMTP command: the aiosmtpd handler.
+
+It answers PROXY (trust), EHLO (extensions), MAIL (sender), RCPT (policy and recipient
+limit) and, through RelaySession, DATA (header_checks, Received:, the durable handoff).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from aiosmtpd.proxy_protocol import V2_CMD, ProxyData
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from sesrelay import telemetry
+from sesrelay.config import Config
+from sesrelay.spool import Envelope as SpoolEnvelope
+from sesrelay.spool import new_queue_id, object_key, utc_now
+from smtp_relay import replies
+from smtp_relay.handoff import Spool, SpoolError
+from smtp_relay.headers import apply_header_checks, received_header
+from smtp_relay.metrics import RelayMetrics
+from smtp_relay.policy import check_recipient, parse_recipient
+
+if TYPE_CHECKING:
+    from smtp_relay.session import RelaySession
+
+log = logging.getLogger("sesrelay.relay")
+
+
+def client_address(session: Session) -> str:
+    """The SMTP client's address: from a trusted PROXY header, else the socket peer."""
+    if session.client_address is None:
+        peer = session.peer
+        session.client_address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+    return session.client_address
+
+
+def _client(session: Session) -> str:
+    return f"unknown[{client_address(session)}]"
+
+
+@dataclass
+class Transaction:
+    """One message being received: what DATA needs to build and spool it."""
+
+    queue_id: str
+    received_at: datetime
+    session: Session
+    envelope: Envelope
+    config: Config
+    reject: str | None = None
+    discard: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def start_body(self, header_lines: list[bytes], separator: bytes) -> bytearray:
+        """Apply header_checks and return the message buffer: Received:, headers, separator.
+
+        The body is appended to this buffer as it arrives, so the message exists in memory
+        once, in the form it is stored in S3.
+        """
+        checked = apply_header_checks(self.config.header_checks, header_lines,
+                                      self.config.soft_bounce, self.queue_id)
+        self.reject, self.discard = checked.reject, checked.discard
+        buffer = bytearray(received_header(
+            helo=self.session.host_name or "", client_address=client_address(self.session),
+            esmtp=bool(self.session.extended_smtp), hostname=self.config.myhostname,
+            mail_name=self.config.mail_name, queue_id=self.queue_id,
+            recipients=self.envelope.rcpt_tos, when=self.received_at))
+        for header in checked.headers:
+            buffer += header
+        buffer += separator
+        return buffer
+
+
+class Relay:
+    """Policy and handoff for every session of one listening process."""
+
+    def __init__(self, config: Config, spool: Spool, metrics: RelayMetrics) -> None:
+        self.config = config
+        self.spool = spool
+        self.metrics = metrics
+        self.sessions: set[RelaySession] = set()
+        self.draining = False
+
+    # --- aiosmtpd hooks -----------------------------------------------------------------
+
+    async def handle_PROXY(self, server: SMTP, session: Session, envelope: Envelope,
+                           proxy_data: ProxyData) -> bool:
+        """Honour a PROXY header only from sesrelay_proxy_networks (the load balancer)."""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        if peer not in self.config.sesrelay_proxy_networks:
+            log.warning("reject: PROXY header from untrusted peer [%s]: not in "
+                        "sesrelay_proxy_networks", peer)
+            return False
+        if proxy_data.command == V2_CMD.LOCAL:
+            # The load balancer's own health check: no client address, nothing to log.
+            session.client_address = peer
+            return True
+        if proxy_data.src_addr is None:
+            log.warning("reject: PROXY header from [%s] without a source address", peer)
+            return False
+        session.client_address = str(proxy_data.src_addr)
+        return True
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """Advertise what Postfix does and this relay supports."""
+        session.host_name = hostname
+        last = responses.pop()  # "250 HELP"
+        responses += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
+        return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        """Accept the sender; <> is the null sender, a bare name gets @myorigin."""
+        if address == "<>":
+            address = ""
+        elif "@" not in address:
+            address = f"{address}@{self.config.myorigin}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """Apply the recipient limit and the relay policy (restrictions, recipient maps)."""
+        if len(envelope.rcpt_tos) >= self.config.smtpd_recipient_limit:
+            return replies.TOO_MANY_RECIPIENTS
+        recipient = parse_recipient(address, self.config.myorigin)
+        if not recipient.domain or not recipient.local_part:
+            return replies.BAD_ADDRESS
+        reply = check_recipient(self.config, client_address(session), recipient)
+        if reply:
+            log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+                     _client(session), reply, envelope.mail_from, address,
+                     "ESMTP" if session.extended_smtp else "SMTP", session.host_name)
+            self.metrics.count(telemetry.DEFERRED if reply.startswith("4")
+                               else telemetry.REJECTED)
+            return reply
+        envelope.rcpt_tos.append(recipient.address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RECIPIENT_OK
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """RSET, with Postfix's wording."""
+        return replies.OK
+
+    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Envelope,
+                          arg: str) -> str:
+        """NOOP, with Postfix's wording."""
+        return replies.OK
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """QUIT, with Postfix's wording."""
+        return "221 2.0.0 Bye"
+
+    # --- DATA ---------------------------------------------------------------------------
+
+    def begin_data(self, session: Session, envelope: Envelope) -> Transaction:
+        """A queue ID and timestamp for the message about to be read."""
+        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config)
+
+    async def finish_data(self, transaction: Transaction, message: bytearray) -> str:
+        """header_checks' verdict, then the durable handoff; returns the reply to DATA."""
+        if transaction.reject:
+            return transaction.reject
+        queue_id = transaction.queue_id
+        if transaction.discard:
+            return replies.queued(queue_id)
+        envelope = transaction.envelope
+        session = transaction.session
+        spooled = SpoolEnvelope(
+            queue_id=queue_id,
+            mail_from=envelope.mail_from or "",
+            rcpt_to=tuple(envelope.rcpt_tos),
+            bucket=self.spool.bucket,
+            key=object_key(queue_id, transaction.received_at),
+            size=len(message),
+            client_address=client_address(session),
+            client_helo=session.host_name or "",
+            received_at=transaction.received_at.isoformat(),
+        )
+        started = time.monotonic()
+        try:
+            await self.spool.store(spooled, message)
+        except SpoolError as exc:
+            log.error("%s: spool failed, client told to retry: %s", queue_id, exc)
+            return replies.SPOOL_FAILED
+        self.metrics.spool_latency((time.monotonic() - started) * 1000)
+        log.info("%s: client=%s, helo=<%s>, from=<%s>, nrcpt=%d, size=%d: queued as s3://%s/%s",
+                 queue_id, _client(session), session.host_name, spooled.mail_from,
+                 len(spooled.rcpt_to), spooled.size, spooled.bucket, spooled.key)
+        return replies.queued(queue_id)
+
+    def record_reply(self, transaction: Transaction, reply: str) -> None:
+        """Count the message by its reply, and log rejections as Postfix's cleanup does."""
+        if reply.startswith("2"):
+            self.metrics.count(telemetry.ACCEPTED)
+            return
+        self.metrics.count(telemetry.DEFERRED if reply.startswith("4") else telemetry.REJECTED)
+        log.info("%s: reject: DATA from %s: %s; from=<%s> nrcpt=%d", transaction.queue_id,
+                 _client(transaction.session), reply, transaction.envelope.mail_from,
+                 len(transaction.envelope.rcpt_tos))

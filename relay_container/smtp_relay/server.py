@@ -1,0 +1,145 @@
+"""`sesrelay serve`: listen, relay, and drain on SIGTERM.
+
+On SIGTERM (ECS stopping the task) the relay stops accepting connections, lets every
+transaction in flight finish, answers 421 to anything new, and exits once no client is
+owed an answer or the drain time is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sesrelay.config import Config, ConfigError
+from smtp_relay.handoff import Spool
+from smtp_relay.metrics import RelayMetrics
+from smtp_relay.relay import Relay
+from smtp_relay.session import RelaySession
+
+log = logging.getLogger("sesrelay.relay")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One address to listen on."""
+
+    host: str
+    port: int
+
+
+def listeners(config: Config) -> list[Listener]:
+    """Addresses from inet_interfaces, inet_protocols and sesrelay_listen_port."""
+    port = config.sesrelay_listen_port
+    hosts: list[str] = []
+    for interface in config.inet_interfaces:
+        if interface == "all":
+            hosts += [h for p, h in (("ipv4", "0.0.0.0"), ("ipv6", "::"))
+                      if p in config.inet_protocols]
+        elif interface in ("loopback-only", "localhost"):
+            hosts += [h for p, h in (("ipv4", "127.0.0.1"), ("ipv6", "::1"))
+                      if p in config.inet_protocols]
+        else:
+            hosts.append(interface.strip("[]"))
+    return [Listener(h, port) for h in dict.fromkeys(hosts)]
+
+
+def parse_listen(text: str) -> Listener:
+    """HOST:PORT or [IPV6]:PORT, as given to --listen."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--listen {text!r}: expected HOST:PORT, such as 127.0.0.1:2525")
+    return Listener(host.strip("[]"), int(port))
+
+
+class RelayServer:
+    """The listening sockets and the relay behind them."""
+
+    def __init__(self, config: Config, addresses: list[Listener] | None = None) -> None:
+        if not config.sesrelay_spool_bucket or not config.sesrelay_spool_queue_url:
+            raise ConfigError("sesrelay_spool_bucket and sesrelay_spool_queue_url must be set "
+                              "(SESRELAY_SPOOL_BUCKET, SESRELAY_SPOOL_QUEUE_URL)")
+        self.config = config
+        self.addresses = addresses or listeners(config)
+        self.metrics = RelayMetrics()
+        self.relay = Relay(config, Spool(config.sesrelay_spool_bucket,
+                                         config.sesrelay_spool_queue_url), self.metrics)
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self, reuse_port: bool = False) -> list[tuple[str, int]]:
+        """Open the listening sockets; return the bound (host, port) pairs."""
+        loop = asyncio.get_running_loop()
+        bound = []
+        for address in self.addresses:
+            server = await loop.create_server(
+                lambda: RelaySession(self.relay), address.host, address.port,
+                reuse_address=True, reuse_port=reuse_port, backlog=1024)
+            self._servers.append(server)
+            for sock in server.sockets:
+                name = sock.getsockname()
+                bound.append((name[0], name[1]))
+                log.info("listening on %s port %d", name[0], name[1])
+        return bound
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let transactions finish, 421 the idle, then close everything."""
+        self.relay.draining = True
+        for server in self._servers:
+            server.close()
+        log.info("draining: %d sessions open", len(self.relay.sessions))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.relay.sessions and loop.time() < deadline:
+            for session in list(self.relay.sessions):
+                session.close_idle()
+            await asyncio.sleep(0.05)
+        for session in list(self.relay.sessions):
+            if session.transport is not None:
+                log.warning("drain time over: closing a session in mid-transaction; the "
+                            "client was not answered and keeps its message")
+                session.transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self.metrics.flush()
+
+
+async def run(config: Config, addresses: list[Listener] | None = None,
+              drain_timeout: float = 25.0, reuse_port: bool = False,
+              on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain."""
+    server = RelayServer(config, addresses)
+    bound = await server.start(reuse_port=reuse_port)
+    if on_ready:
+        on_ready(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    publisher = asyncio.create_task(server.metrics.publish_forever())
+    try:
+        await stop.wait()
+        log.info("signal received: draining for up to %.0f s", drain_timeout)
+        await server.drain(drain_timeout)
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+
+
+def check_port_free(address: Listener) -> None:
+    """Fail early, with a clear message, when the port is taken."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address.host, address.port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {address.host}:{address.port}: "
+                              f"{exc.strerror}") from None

@@ -1,0 +1,257 @@
+"""`sesrelay dev`: the whole pipeline on one machine.
+
+One process tree holds the relay, an embedded AWS emulation (moto's server on
+127.0.0.1:4566) with the spool bucket, queue, DLQ, idempotency table and verified SES
+identities, and a local worker loop that feeds SQS messages to the Lambda handler the way
+Lambda's SQS event source does: batches of up to 10, the partial-batch response honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sesrelay import aws
+from sesrelay.config import Config, env_name, load_config
+
+log = logging.getLogger("sesrelay.dev")
+
+DEV_REGION = "us-east-1"
+DEV_ACCOUNT = "123456789012"  # moto's default account
+DEV_AWS_PORT = 4566
+BUCKET = "sesrelay-dev-spool"
+QUEUE = "sesrelay-dev-spool"
+DLQ = "sesrelay-dev-dlq"
+TABLE = "sesrelay-dev-idempotency"
+# Lambda's SQS event source: up to 10 records a batch; the DLQ after this many receives.
+BATCH_SIZE = 10
+MAX_RECEIVE_COUNT = 5
+VISIBILITY_TIMEOUT = 60
+
+
+def emulation_endpoint(port: int = DEV_AWS_PORT) -> str:
+    """The URL of the embedded AWS emulation."""
+    return f"http://127.0.0.1:{port}"
+
+
+def point_at_emulation(port: int) -> None:
+    """Send every boto3 client of this process (and its children) to the emulation."""
+    os.environ.update({
+        "AWS_ENDPOINT_URL": emulation_endpoint(port),
+        "AWS_ACCESS_KEY_ID": "sesrelay-dev",
+        "AWS_SECRET_ACCESS_KEY": "sesrelay-dev",
+        "AWS_DEFAULT_REGION": DEV_REGION,
+        "AWS_REGION": DEV_REGION,
+    })
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    aws.reset_clients()
+
+
+def start_emulation(port: int) -> Any:
+    """Start moto's server in this process, on loopback only."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+@dataclass(frozen=True)
+class DevResources:
+    """What start-up created in the emulation."""
+
+    bucket: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    table: str
+    identities: tuple[str, ...]
+
+    def settings(self) -> dict[str, str]:
+        """The spool parameters that point the relay and the worker at these resources."""
+        return {
+            "sesrelay_spool_bucket": self.bucket,
+            "sesrelay_spool_queue_url": self.queue_url,
+            "sesrelay_idempotency_table": self.table,
+        }
+
+
+def dev_identities(config: Config) -> tuple[str, ...]:
+    """SES identities to verify: the configured ones, this host's names (swaks' default
+    sender is user@hostname), mydomain and myorigin, and the bounce sender's domain."""
+    names = [*config.ses_identities, socket.gethostname(), socket.getfqdn(),
+             config.mydomain, config.myorigin, config.ses_bounce_sender.rpartition("@")[2]]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def create_resources(config: Config) -> DevResources:
+    """Create the bucket, queue with its DLQ, idempotency table and SES identities."""
+    s3, sqs = aws.client("s3"), aws.client("sqs")
+    s3.create_bucket(Bucket=BUCKET)
+    dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={
+        "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                     "maxReceiveCount": str(MAX_RECEIVE_COUNT)}),
+    })["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    dynamodb = aws.client("dynamodb")
+    dynamodb.create_table(
+        TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": "expiration"})
+    ses = aws.client("ses")
+    identities = dev_identities(config)
+    for identity in identities:
+        if "@" in identity:
+            ses.verify_email_identity(EmailAddress=identity)
+        else:
+            ses.verify_domain_identity(Domain=identity)
+    return DevResources(BUCKET, queue_url, queue_arn, dlq_url, TABLE, identities)
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes of Lambda's context object that the handler and powertools read."""
+
+    function_name: str = "sesrelay-dev-worker"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    timeout_ms: int = VISIBILITY_TIMEOUT * 1000 // 6
+    aws_request_id: str = ""
+    invoked_function_arn: str = (f"arn:aws:lambda:{DEV_REGION}:{DEV_ACCOUNT}:function:"
+                                 "sesrelay-dev-worker")
+    log_group_name: str = "/aws/lambda/sesrelay-dev-worker"
+    log_stream_name: str = "local"
+
+    def __post_init__(self) -> None:
+        self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
+        self._deadline = time.monotonic() + self.timeout_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before this invocation would time out."""
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def sqs_event(messages: list[Mapping[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source builds from received messages."""
+    return {"Records": [{
+        "messageId": m["MessageId"],
+        "receiptHandle": m["ReceiptHandle"],
+        "body": m["Body"],
+        "attributes": m.get("Attributes", {}),
+        "messageAttributes": {
+            name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
+                   "stringListValues": [], "binaryListValues": [],
+                   "dataType": a["DataType"]}
+            for name, a in m.get("MessageAttributes", {}).items()},
+        "md5OfBody": m["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": DEV_REGION,
+    } for m in messages]}
+
+
+class LocalWorker(threading.Thread):
+    """Polls the queue and invokes the handler as Lambda's event source mapping does."""
+
+    def __init__(self, resources: DevResources,
+                 handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> None:
+        super().__init__(name="local-worker", daemon=True)
+        self.resources = resources
+        self.handler = handler
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Poll until stopped."""
+        sqs = aws.client("sqs")
+        while not self.stopping.is_set():
+            try:
+                self.poll_once(sqs)
+            except Exception:
+                log.exception("local worker: poll failed; retrying")
+                self.stopping.wait(1)
+
+    def poll_once(self, sqs: Any) -> int:
+        """Receive one batch, invoke the handler, delete what it did not report failed."""
+        received = sqs.receive_message(
+            QueueUrl=self.resources.queue_url, MaxNumberOfMessages=BATCH_SIZE,
+            WaitTimeSeconds=1, AttributeNames=["All"], MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not received:
+            return 0
+        try:
+            response = self.handler(sqs_event(received, self.resources.queue_arn),
+                                    LocalLambdaContext())
+        except Exception:
+            # As in Lambda: an invocation error returns the whole batch to the queue.
+            log.exception("local worker: handler failed; the batch will be retried")
+            return 0
+        failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
+        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(received) if m["MessageId"] not in failed]
+        if done:
+            sqs.delete_message_batch(QueueUrl=self.resources.queue_url, Entries=done)
+        return len(received)
+
+
+def dev_environment(resources: DevResources, config_file: str | None) -> dict[str, str]:
+    """Environment variables that give the relay and the worker the dev configuration."""
+    env = {env_name(name): value for name, value in resources.settings().items()}
+    if config_file:
+        env["SESRELAY_CONFIG"] = os.path.abspath(config_file)
+    # EMF metric lines are for CloudWatch; locally they would bury the log.
+    env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    return env
+
+
+def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
+    """Run the relay, the emulation and the local worker until interrupted."""
+    import asyncio
+
+    from smtp_relay.server import Listener, check_port_free, parse_listen, run
+
+    address = parse_listen(listen)
+    check_port_free(address)
+    check_port_free(Listener("127.0.0.1", aws_port))
+    point_at_emulation(aws_port)
+    config = load_config(config_file)
+    emulation = start_emulation(aws_port)
+    try:
+        resources = create_resources(config)
+        os.environ.update(dev_environment(resources, config_file))
+        config = load_config(config_file)
+        from ses_worker.handler import handler
+
+        worker = LocalWorker(resources, handler)
+        worker.start()
+
+        def ready(bound: list[tuple[str, int]]) -> None:
+            host, port = bound[0]
+            print(f"sesrelay dev: SMTP relay on {host}:{port}, AWS emulation on "
+                  f"{emulation_endpoint(aws_port)}\n"
+                  f"  try:  swaks --server {host}:{port} --to someone@example.com\n"
+                  f"  then: sesrelay outbox\n"
+                  f"  verified SES identities: {', '.join(resources.identities)}",
+                  flush=True)
+
+        asyncio.run(run(config, [address], drain_timeout=5, on_ready=ready))
+        worker.stopping.set()
+        worker.join(timeout=5)
+    finally:
+        emulation.stop()
