@@ -158,7 +158,14 @@ class Deliverer:
                 count(FAILED)
             return
         with log_keys(queue_id=envelope.queue_id, sqs_message_id=record.message_id):
-            self._deliver(envelope, record)
+            try:
+                self._deliver(envelope, record)
+            except (MessageDeferred, MessageUndeliverable):
+                raise  # logged where decided
+            except Exception:
+                logger.exception("unexpected error; the record returns after the queue's "
+                                 "visibility timeout")
+                raise
 
     def _deliver(self, envelope: Envelope, record: SQSRecord) -> None:
         receive_count = int(record.attributes.approximate_receive_count or 1)
