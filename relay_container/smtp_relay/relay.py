@@ -116,10 +116,9 @@ class Relay:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        """Accept the sender; <> is the null sender, a bare name gets @myorigin."""
-        if address == "<>":
-            address = ""
-        elif "@" not in address:
+        """Accept the sender; a bare name gets @myorigin. The null sender stays "<>" here
+        (aiosmtpd treats an empty sender as no MAIL command) and is "" in the spool."""
+        if address != "<>" and "@" not in address:
             address = f"{address}@{self.config.myorigin}"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -175,7 +174,7 @@ class Relay:
         session = transaction.session
         spooled = SpoolEnvelope(
             queue_id=queue_id,
-            mail_from=envelope.mail_from or "",
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
             rcpt_to=tuple(envelope.rcpt_tos),
             bucket=self.spool.bucket,
             key=object_key(queue_id, transaction.received_at),

@@ -69,6 +69,11 @@ class RelaySession(SMTP):
         self.relay.sessions.discard(self)
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it already sent (say a pipelined DATA and
+        QUIT) before closing, instead of aiosmtpd's cancelling the session at once."""
+        return asyncio.StreamReaderProtocol.eof_received(self)
+
     async def _handle_client(self) -> None:
         try:
             await super()._handle_client()

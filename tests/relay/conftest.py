@@ -1,0 +1,134 @@
+"""Fixtures for the relay: moto's S3 and SQS (mock_aws), and a relay listening on a real
+loopback socket, served by its own event loop in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from sesrelay import aws
+from sesrelay.config import Config, load_config
+from sesrelay.spool import Envelope
+from smtp_relay.server import Listener, RelayServer
+
+REGION = "us-east-1"
+BUCKET = "sesrelay-test-spool"
+QUEUE = "sesrelay-test-spool"
+
+
+@dataclass
+class Spooled:
+    """A message the relay handed off: the SQS envelope and the S3 object's bytes."""
+
+    envelope: Envelope
+    raw: bytes
+
+
+@dataclass
+class SpoolAccount:
+    """The moto account behind a relay: its queue and bucket, and ways to read them."""
+
+    queue_url: str
+
+    def queued(self) -> list[Spooled]:
+        """Every envelope in the queue (received and left in flight), with its object."""
+        sqs, s3 = boto3.client("sqs", region_name=REGION), boto3.client("s3",
+                                                                         region_name=REGION)
+        found = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                        VisibilityTimeout=300).get("Messages", [])
+            if not batch:
+                return found
+            for message in batch:
+                envelope = Envelope.from_json(message["Body"])
+                raw = s3.get_object(Bucket=envelope.bucket, Key=envelope.key)["Body"].read()
+                found.append(Spooled(envelope, raw))
+
+    def objects(self) -> list[str]:
+        """Keys of every object in the spool bucket."""
+        s3 = boto3.client("s3", region_name=REGION)
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+@pytest.fixture
+def spool_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[SpoolAccount]:
+    """A moto account with the spool bucket and queue; the relay's clients point at it."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS",
+                 "AWS_PROFILE", "SESRELAY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    with mock_aws():
+        aws.reset_clients()
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        queue_url = boto3.client("sqs", region_name=REGION).create_queue(
+            QueueName=QUEUE)["QueueUrl"]
+        yield SpoolAccount(queue_url)
+    aws.reset_clients()
+
+
+class RunningRelay:
+    """A RelayServer on 127.0.0.1:<ephemeral port>, its loop in a thread."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server = RelayServer(config, [Listener("127.0.0.1", 0)])
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        bound = self.call(self.server.start())
+        self.host, self.port = bound[0]
+
+    def call(self, coroutine):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the relay's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
+
+    @property
+    def metrics(self):  # type: ignore[no-untyped-def]
+        """The relay's metric counters."""
+        return self.server.metrics._counts
+
+    def stop(self) -> None:
+        """Drain quickly and stop the loop."""
+        if not self.server.relay.draining:
+            self.call(self.server.drain(timeout=2))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def start_relay(spool_account: SpoolAccount, tmp_path: Path
+                ) -> Iterator[Callable[..., RunningRelay]]:
+    """Start a relay with main.cf text and/or parameter overrides; stopped after the test."""
+    started: list[RunningRelay] = []
+
+    def start(main_cf: str = "", **settings: object) -> RunningRelay:
+        path = tmp_path / f"main{len(started)}.cf"
+        path.write_text(main_cf)
+        overrides = {"myhostname": "relay.example.net",
+                     "sesrelay_spool_bucket": BUCKET,
+                     "sesrelay_spool_queue_url": spool_account.queue_url, **settings}
+        relay = RunningRelay(load_config(path, environ={}, overrides=overrides))
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+def envelope_json(spooled: Spooled) -> dict[str, object]:
+    """The envelope as the worker reads it."""
+    return json.loads(spooled.envelope.to_json())
