@@ -1,8 +1,9 @@
 """The durable handoff: message bytes to S3, then the envelope to SQS.
 
-The relay answers 250 only after both calls succeeded. If the SQS send fails, the S3
-object is deleted again, so a late-arriving envelope finds no object and the worker
-drops it: nothing the client was told to retry is ever sent twice by us.
+The relay answers 250 only after both calls succeeded. If either call fails (or times
+out, when it may still have taken effect) the S3 object is deleted again, so an envelope
+that reached SQS anyway finds no object and the worker drops it: nothing the client was
+told to retry is ever sent by us.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Spool:
                           str(envelope.version)},
             )
         except (BotoCoreError, ClientError) as exc:
+            # A failed or timed-out PutObject may still have stored the object.
+            self._withdraw(envelope)
             raise SpoolError(f"S3 PutObject failed: {exc}") from exc
         try:
             self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=envelope.to_json())

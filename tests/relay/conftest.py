@@ -4,7 +4,6 @@ loopback socket, served by its own event loop in a background thread."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +38,8 @@ class SpoolAccount:
     queue_url: str
 
     def queued(self) -> list[Spooled]:
-        """Every envelope in the queue (received and left in flight), with its object."""
+        """Every envelope in the queue whose message object exists: what the worker would
+        send (it drops an envelope without its object). Received and left in flight."""
         sqs, s3 = boto3.client("sqs", region_name=REGION), boto3.client("s3",
                                                                          region_name=REGION)
         found = []
@@ -50,7 +50,10 @@ class SpoolAccount:
                 return found
             for message in batch:
                 envelope = Envelope.from_json(message["Body"])
-                raw = s3.get_object(Bucket=envelope.bucket, Key=envelope.key)["Body"].read()
+                try:
+                    raw = s3.get_object(Bucket=envelope.bucket, Key=envelope.key)["Body"].read()
+                except s3.exceptions.NoSuchKey:
+                    continue
                 found.append(Spooled(envelope, raw))
 
     def objects(self) -> list[str]:
@@ -128,7 +131,3 @@ def start_relay(spool_account: SpoolAccount, tmp_path: Path
     for relay in started:
         relay.stop()
 
-
-def envelope_json(spooled: Spooled) -> dict[str, object]:
-    """The envelope as the worker reads it."""
-    return json.loads(spooled.envelope.to_json())

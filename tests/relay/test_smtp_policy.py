@@ -61,7 +61,8 @@ def test_accepted_message_is_spooled_with_envelope_and_received_header(
     assert envelope.size == len(spooled.raw)
     first, second, third = spooled.raw.split(b"\r\n")[:3]
     assert first == b"Received: from client.example.org (unknown [127.0.0.1])"
-    assert second == f"\tby relay.example.net (sesrelay) with ESMTP id {envelope.queue_id};".encode()
+    by = f"\tby relay.example.net (sesrelay) with ESMTP id {envelope.queue_id};"
+    assert second == by.encode()
     assert third.startswith(b"\t") and b"+0000" in third
     assert spooled.raw.endswith(MESSAGE)
 
