@@ -7,20 +7,20 @@ from functools import cache
 from importlib import resources
 
 _REASONS: tuple[tuple[str, str], ...] = (
-    (r"relayhost|smtp_.*|lmtp_.*|default_transport|relay_transport|transport_maps|"
-     r"sender_dependent_.*|fallback_relay|smtp_fallback_relay",
-     "outbound delivery is SES's SendEmail API, not an SMTP client"),
-    (r"local_.*|alias_.*|mailbox_.*|home_mailbox|luser_relay|forward_path|"
-     r"allow_mail_to_.*|mail_spool_directory|unknown_local_recipient_reject_code|"
-     r"biff|propagate_unmatched_extensions|prepend_delivered_header|command_.*",
-     "there is no local delivery"),
-    (r"virtual_.*", "there are no virtual mailboxes; use relay_domains"),
     (r"queue_directory|command_directory|daemon_directory|data_directory|mail_owner|"
      r"setgid_group|default_privs|sendmail_path|newaliases_path|mailq_path|"
      r"html_directory|manpage_directory|sample_directory|readme_directory|"
      r"meta_directory|shlib_directory|config_directory|process_.*|import_environment|"
      r"export_environment|syslog_.*|maillog_file.*",
      "describes a Postfix installation; sesrelay runs as a container"),
+    (r"relayhost|smtp_.*|lmtp_.*|default_transport|relay_transport|transport_maps|"
+     r"sender_dependent_.*|fallback_relay|fallback_transport|smtp_fallback_relay",
+     "outbound delivery is SES's SendEmail API, not an SMTP client"),
+    (r"local_.*|alias_.*|mailbox_.*|home_mailbox|luser_relay|forward_path|"
+     r"allow_mail_to_.*|mail_spool_directory|unknown_local_recipient_reject_code|"
+     r"biff|propagate_unmatched_extensions|prepend_delivered_header|command_.*",
+     "there is no local delivery"),
+    (r"virtual_.*", "there are no virtual mailboxes; use relay_domains"),
     (r"debug_peer_.*|debugger_command", "Postfix debugging hook; sesrelay logs to stdout"),
     (r"mynetworks_style",
      "sesrelay never derives trust from interfaces: mynetworks is explicit "
@@ -35,9 +35,8 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"bounce_.*|2bounce_.*|delay_.*|notify_classes|.*_notice_recipient|"
      r"double_bounce_sender|bounce_template_file",
      "bounces are sent by the worker (ses_bounce_sender)"),
+    (r"fast_flush_.*|smtpd_etrn_.*", "there is no ETRN: the queue is SQS, retried by the worker"),
     (r"compatibility_level|mail_version|inet_protocols_.*", "version compatibility knob"),
-    (r"unknown_local_recipient_reject_code|local_recipient_maps",
-     "there is no local delivery"),
 )
 
 

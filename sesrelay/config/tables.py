@@ -383,7 +383,7 @@ def parse_regexp_tables(value: str, where: str) -> RegexpTable:
             if action not in HEADER_ACTIONS:
                 raise ConfigError(f"header_checks action {action or '(none)'!r} is not "
                                   f"supported (use one of {', '.join(HEADER_ACTIONS)})", at)
-            if action in ("PREPEND", "REPLACE") and ":" not in text:
+            if action in ("PREPEND", "REPLACE") and ":" not in text and "$" not in text:
                 raise ConfigError(f"{action} needs a header 'Name: value'", at)
             rules.append(RegexpRule(pattern, negated, action, text.strip(), at, tuple(stack)))
         if stack:
