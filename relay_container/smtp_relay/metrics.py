@@ -10,8 +10,7 @@ import asyncio
 import os
 from collections import Counter
 
-from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from sesrelay import telemetry
 
@@ -20,7 +19,8 @@ class RelayMetrics:
     """Counts of accepted, rejected and deferred messages, and the spool latency."""
 
     def __init__(self, interval: float = 60.0) -> None:
-        self._metrics = Metrics(
+        # Ephemeral: powertools' Metrics shares its buffer across instances in a process.
+        self._metrics = EphemeralMetrics(
             namespace=os.environ.get(telemetry.NAMESPACE_ENV, "sesrelay"),
             service=os.environ.get(telemetry.SERVICE_ENV, telemetry.SERVICE_RELAY),
         )
