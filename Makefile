@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make dev` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: dev test lint system-packages
+
+$(STAMP): pyproject.toml requirements/relay.txt requirements/worker.txt requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# Run the relay, the AWS emulation and the worker on this machine.
+dev: $(STAMP)
+	$(BIN)/sesrelay dev
+
+# Debian packages the tests use as real clients (swaks); installed when missing.
+system-packages:
+	@command -v swaks >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks; \
+	  else echo "the tests need swaks: sudo apt-get install swaks" >&2; exit 1; fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Every test: unit, SMTP over real sockets against moto, sesrelay dev end to end, CDK gates.
+test: $(STAMP) system-packages lint
+	$(BIN)/pytest
