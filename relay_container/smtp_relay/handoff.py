@@ -4,6 +4,12 @@ The relay answers 250 only after both calls succeeded. If either call fails (or 
 out, when it may still have taken effect) the S3 object is deleted again, so an envelope
 that reached SQS anyway finds no object and the worker drops it: nothing the client was
 told to retry is ever sent by us.
+
+SQS sends are group-committed: envelopes of messages that finish at about the same time,
+in different sessions, go out together in one SendMessageBatch (at most 10 entries), which
+costs one request instead of ten. Each message still waits for its own entry's result: a
+failed entry withdraws that message's object and gives that client alone a 451. A batch of
+one is sent as a plain SendMessage, so a lone client sees exactly the unbatched calls.
 """
 
 from __future__ import annotations
@@ -22,6 +28,14 @@ log = logging.getLogger("sesrelay.relay")
 # Enough threads to keep the HTTP connection pool (aws.CLIENT_CONFIG) busy.
 _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="spool")
 
+MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
+# How long the first envelope of a batch waits for others to join it. Long enough for the
+# sessions served by one event loop iteration to meet, short against an SQS round trip.
+BATCH_WINDOW = 0.002
+# SendMessageBatch calls in flight at once. While all are busy, envelopes queue up and leave
+# in full batches as soon as a call returns: batching grows with the load by itself.
+MAX_BATCHES_IN_FLIGHT = 4
+
 
 class SpoolError(Exception):
     """The message could not be made durable; the client must retry (451)."""
@@ -30,18 +44,32 @@ class SpoolError(Exception):
 class Spool:
     """Writes accepted messages to the S3 bucket and SQS queue named in the configuration."""
 
-    def __init__(self, bucket: str, queue_url: str) -> None:
+    def __init__(self, bucket: str, queue_url: str, batch_window: float = BATCH_WINDOW,
+                 max_batches_in_flight: int = MAX_BATCHES_IN_FLIGHT) -> None:
         self.bucket = bucket
         self.queue_url = queue_url
         self._s3 = aws.client("s3")
         self._sqs = aws.client("sqs")
+        self._batch_window = batch_window
+        self._max_in_flight = max_batches_in_flight
+        self._pending: list[tuple[Envelope, asyncio.Future[None]]] = []
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     async def store(self, envelope: Envelope, message: bytes | bytearray) -> None:
         """Make the message durable, off the event loop. Raises SpoolError on any failure."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(_executor, self._store, envelope, message)
+        await loop.run_in_executor(_executor, self._put, envelope, message)
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((envelope, done))
+        self._schedule(loop)
+        try:
+            await done
+        except SpoolError:
+            await loop.run_in_executor(_executor, self._withdraw, envelope)
+            raise
 
-    def _store(self, envelope: Envelope, message: bytes | bytearray) -> None:
+    def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
         try:
             self._s3.put_object(
                 Bucket=envelope.bucket, Key=envelope.key, Body=message,
@@ -53,11 +81,62 @@ class Spool:
             # A failed or timed-out PutObject may still have stored the object.
             self._withdraw(envelope)
             raise SpoolError(f"S3 PutObject failed: {exc}") from exc
+
+    # --- group commit of SQS sends ------------------------------------------------------
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send now if a full batch waits, else after the window, else when a call returns."""
+        if self._in_flight >= self._max_in_flight:
+            return  # _sent() flushes what queued up meanwhile
+        if len(self._pending) >= MAX_BATCH:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._batch_window, self._flush)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._in_flight += 1
+            future = loop.run_in_executor(_executor, self._send, [e for e, _ in batch])
+            future.add_done_callback(lambda f, batch=batch: self._sent(batch, f))
+
+    def _sent(self, batch: list[tuple[Envelope, asyncio.Future[None]]],
+              result: asyncio.Future[dict[str, str]]) -> None:
+        """Resolve each message of a returned call with its own entry's outcome."""
+        self._in_flight -= 1
+        exc = result.exception()
+        failed = {} if exc is not None else result.result()
+        for envelope, done in batch:
+            if done.cancelled():
+                continue  # the session is gone (connection lost); no one to answer
+            if exc is not None:
+                done.set_exception(exc)
+            elif envelope.queue_id in failed:
+                done.set_exception(SpoolError(
+                    f"SQS SendMessageBatch entry failed: {failed[envelope.queue_id]}"))
+            else:
+                done.set_result(None)
+        if self._pending:
+            self._flush()
+
+    def _send(self, envelopes: list[Envelope]) -> dict[str, str]:
+        """One SendMessage or SendMessageBatch call; the failed entries by queue ID."""
         try:
-            self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=envelope.to_json())
+            if len(envelopes) == 1:
+                self._sqs.send_message(QueueUrl=self.queue_url,
+                                       MessageBody=envelopes[0].to_json())
+                return {}
+            answer = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": e.queue_id, "MessageBody": e.to_json()} for e in envelopes])
         except (BotoCoreError, ClientError) as exc:
-            self._withdraw(envelope)
-            raise SpoolError(f"SQS SendMessage failed: {exc}") from exc
+            operation = "SendMessage" if len(envelopes) == 1 else "SendMessageBatch"
+            raise SpoolError(f"SQS {operation} failed: {exc}") from exc
+        return {f["Id"]: f"{f.get('Code', '')}: {f.get('Message', '')}"
+                for f in answer.get("Failed", [])}
 
     def _withdraw(self, envelope: Envelope) -> None:
         try:
@@ -65,5 +144,5 @@ class Spool:
         except (BotoCoreError, ClientError) as exc:
             # The worker never sends an object without an envelope, and the bucket's
             # lifecycle rule expires it; this is untidy, not dangerous.
-            log.warning("%s: could not delete s3://%s/%s after the SQS failure: %s",
+            log.warning("%s: could not delete s3://%s/%s after the failed store: %s",
                         envelope.queue_id, envelope.bucket, envelope.key, exc)
