@@ -74,7 +74,9 @@ def apply_header_checks(table: RegexpTable, lines: list[bytes], soft_bounce: boo
             result.discard = text or "header_checks DISCARD"
             return result
         if rule.action in ("WARN", "INFO"):
-            log.info("%s: %s: header %s: %s", queue_id, rule.action.lower(), shown, text)
+            level = logging.WARNING if rule.action == "WARN" else logging.INFO
+            log.log(level, "%s: %s: header %s: %s", queue_id,
+                    "warning" if rule.action == "WARN" else "info", shown, text)
             result.headers.append(header)
         elif rule.action == "PREPEND":
             result.headers.append(text.encode("utf-8") + b"\r\n")
