@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sesrelay.relay")
 
 
+_TIMEOUT_RESET_BYTES = 256 * 1024
+
+
 class _Data(enum.Enum):
     HEADERS = 1
     BODY = 2
@@ -196,6 +199,7 @@ class RelaySession(SMTP):
         buffer = bytearray()
         size = 0
         partial = False  # the previous piece was a line longer than the reader's limit
+        next_timeout_reset = _TIMEOUT_RESET_BYTES
         reader = self._reader
         while True:
             try:
@@ -215,6 +219,10 @@ class RelaySession(SMTP):
             if line == b".\r\n":
                 return state, header_lines, buffer
             size += len(line)
+            if size >= next_timeout_reset:
+                # smtpd_timeout is an idle limit, not a limit on a long upload.
+                self._reset_timeout()
+                next_timeout_reset = size + _TIMEOUT_RESET_BYTES
             if state not in (_Data.HEADERS, _Data.BODY):
                 continue
             if size > limit:
