@@ -22,6 +22,7 @@ from moto.ses.models import RawMessage, ses_backends
 from ses_worker.handler import handler
 from ses_worker.observability import logger
 from sesrelay import aws
+from sesrelay.dev import LocalLambdaContext as LambdaContext
 from sesrelay.spool import Envelope, new_queue_id, object_key, utc_now
 
 REGION = "us-east-1"
@@ -31,21 +32,6 @@ TABLE = "sesrelay-idempotency"
 SENDER_DOMAIN = "example.com"
 RELAY_HOST = "relay.example.net"
 BOUNCE_SENDER = f"MAILER-DAEMON@{RELAY_HOST}"
-
-
-@dataclass
-class LambdaContext:
-    """The parts of the Lambda context the handler and powertools read."""
-
-    function_name: str = "sesrelay-worker"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        f"arn:aws:lambda:{REGION}:{DEFAULT_ACCOUNT_ID}:function:sesrelay-worker")
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-    remaining_ms: int = 300_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 def message(subject: str = "hello", extra_headers: str = "",
