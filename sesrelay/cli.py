@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import socket
 import sys
 
@@ -46,15 +47,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the relay (the container's entry point)."""
     import asyncio
 
-    from smtp_relay.server import parse_listen, run
+    from smtp_relay.server import parse_listen, run, serve_processes
 
     config = load_config(args.config)
     for warning in config.warnings:
         logging.warning("%s", warning)
+    # Every SMTP session holds a file descriptor: a soft limit of 1,024 would cap sessions.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     addresses = [parse_listen(args.listen)] if args.listen else None
-    asyncio.run(run(config, addresses, drain_timeout=args.drain_seconds,
-                    reuse_port=args.reuse_port))
-    return 0
+    processes = args.processes or os.cpu_count() or 1
+    if processes == 1:
+        asyncio.run(run(config, addresses, drain_timeout=args.drain_seconds,
+                        reuse_port=args.reuse_port))
+        return 0
+    ports = [a.port for a in addresses] if addresses else [config.sesrelay_listen_port]
+    if 0 in ports:
+        raise ConfigError("--processes needs a fixed port: port 0 would give each process "
+                          "its own")
+    return serve_processes(processes, lambda: asyncio.run(run(
+        config, addresses, drain_timeout=args.drain_seconds, reuse_port=True)))
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -114,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM, how long transactions in flight may take to finish")
     serve.add_argument("--reuse-port", action="store_true",
                        help="set SO_REUSEPORT so that several relay processes share the port")
+    serve.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="relay processes sharing the port with SO_REUSEPORT, one per "
+                       "vCPU (0: one per CPU of this machine; default 1)")
     serve.set_defaults(func=cmd_serve)
 
     dev = commands.add_parser("dev", help="run relay, AWS emulation and worker locally")

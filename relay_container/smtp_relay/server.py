@@ -3,6 +3,10 @@
 On SIGTERM (ECS stopping the task) the relay stops accepting connections, lets every
 transaction in flight finish, answers 421 to anything new, and exits once no client is
 owed an answer or the drain time is up.
+
+One Python process uses one CPU. `serve_processes` forks several relay processes that
+each bind the same port with SO_REUSEPORT (the kernel spreads new connections over them)
+and passes SIGTERM on to every one, so each drains as a single process would.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -131,6 +136,55 @@ async def run(config: Config, addresses: list[Listener] | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def serve_processes(processes: int, serve: Callable[[], None]) -> int:
+    """Run serve() in that many forked processes; return the exit status for the parent.
+
+    The parent only forwards SIGTERM and SIGINT to the children and waits for them. It
+    forks before anything (event loop, boto3 clients, threads) exists that a fork would
+    break. If a child dies on its own, the others are stopped too and the status is 1, so
+    that the container is replaced rather than left running short of processes.
+    """
+    children: dict[int, int] = {}
+    for index in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                serve()
+            except BaseException:
+                log.exception("relay process %d failed", index)
+                status = 1
+            finally:
+                os._exit(status)
+        children[pid] = index
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    status = 0
+    while children:
+        pid, wait_status = os.wait()
+        if pid not in children:
+            continue
+        index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if not stopping:
+            log.error("relay process %d (pid %d) exited with status %d; stopping the others",
+                      index, pid, code)
+            forward(signal.SIGTERM, None)
+            status = 1
+        elif code != 0:
+            status = 1
+    return status
 
 
 def check_port_free(address: Listener) -> None:

@@ -1,0 +1,104 @@
+"""`sesrelay serve --processes N`: N relay processes share the port (SO_REUSEPORT); SIGTERM
+drains them all; one dying stops the rest, so the task is replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.support import free_port, wait_for_port
+
+REGION = "us-east-1"
+SESRELAY = str(Path(sys.executable).parent / "sesrelay")
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+class Relay:
+    """`sesrelay serve --processes 2` against moto's server."""
+
+    def __init__(self, endpoint: str, tmp_path: Path) -> None:
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **creds)
+        self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, **creds)
+        bucket = f"spool-{free_port()}"
+        s3.create_bucket(Bucket=bucket)
+        self.queue_url = self.sqs.create_queue(QueueName=bucket)["QueueUrl"]
+        self.port = free_port()
+        env = {"PATH": os.environ["PATH"], "AWS_ENDPOINT_URL": endpoint,
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_METRICS_DISABLED": "true",
+               "SESRELAY_MYHOSTNAME": "relay.example.net",
+               "SESRELAY_SPOOL_BUCKET": bucket, "SESRELAY_SPOOL_QUEUE_URL": self.queue_url}
+        self.process = subprocess.Popen(
+            [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}", "--processes", "2"],
+            env=env, stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.process, timeout=30)
+        deadline = time.monotonic() + 30
+        while len(self.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def children(self) -> list[int]:
+        pid = self.process.pid
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(child) for child in text.split()]
+
+    def queued(self) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+@pytest.fixture
+def relay(moto_server: str, tmp_path: Path) -> Iterator[Relay]:
+    running = Relay(moto_server, tmp_path)
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+
+
+def send(port: int) -> int:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        client.mail("app@example.com")
+        client.rcpt("someone@example.org")
+        return client.data(b"Subject: hi\r\n\r\nbody\r\n")[0]
+
+
+def test_processes_share_the_port_and_all_drain_on_sigterm(relay: Relay) -> None:
+    children = relay.children()
+    assert len(children) == 2
+    assert [send(relay.port) for _ in range(6)] == [250] * 6
+    assert relay.queued() == 6
+    relay.process.send_signal(signal.SIGTERM)
+    assert relay.process.wait(timeout=30) == 0
+    assert not any(Path(f"/proc/{child}").exists() for child in children)
+
+
+def test_a_dead_process_stops_the_others(relay: Relay) -> None:
+    first, second = relay.children()
+    os.kill(first, signal.SIGKILL)
+    assert relay.process.wait(timeout=30) == 1
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{second}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{second}").exists()
