@@ -22,12 +22,14 @@ from smtp_relay import replies
 from smtp_relay.headers import is_header_start
 
 if TYPE_CHECKING:
-    from smtp_relay.relay import Relay
+    from smtp_relay.relay import Relay, Transaction
 
 log = logging.getLogger("sesrelay.relay")
 
 
 _TIMEOUT_RESET_BYTES = 256 * 1024
+# Larger than anything a StreamReader holds: one read() takes all of it (see _read_body).
+_READ_ALL = 1 << 24
 
 
 class _Data(enum.Enum):
@@ -189,71 +191,184 @@ class RelaySession(SMTP):
         self._set_post_data_state()
         await self.push(reply)
 
-    async def _read_data(self, transaction) -> tuple[_Data | None, list[bytes] | None,
-                                                        bytearray]:
+    async def _read_data(self, transaction: Transaction
+                         ) -> tuple[_Data | None, list[bytes] | None, bytearray]:
         """Read DATA up to <CRLF>.<CRLF>. Returns the final state, the header lines if the
-        body never started, and the buffer (Received: + checked headers + body)."""
-        limit = self.data_size_limit or 0
-        state = _Data.HEADERS
-        header_lines: list[bytes] | None = []
-        buffer = bytearray()
-        size = 0
+        body never started, and the buffer (Received: + checked headers + body).
+
+        Headers are read line by line (header_checks needs them whole, and they are few);
+        the body, where nearly all the bytes are, in blocks of whole lines (_read_body)."""
+        data = _DataReader(transaction, self.data_size_limit or 0, self.line_length_limit)
         partial = False  # the previous piece was a line longer than the reader's limit
-        next_timeout_reset = _TIMEOUT_RESET_BYTES
         reader = self._reader
-        while True:
+        while data.state is _Data.HEADERS:
+            if data.size >= _TIMEOUT_RESET_BYTES:
+                # A long header section is an upload too (see _read_body).
+                self._reset_timeout()
             try:
                 line = await reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as exc:
-                line = await reader.read(exc.consumed)
-                if state in (_Data.HEADERS, _Data.BODY):
-                    state = _Data.TOO_LONG
-                    buffer = bytearray()
+                await reader.read(exc.consumed)
+                data.too_long()
                 partial = True
-                continue
+                break
             except (asyncio.IncompleteReadError, ConnectionError):
-                return None, None, buffer
-            if partial:
-                partial = False
-                continue
+                return None, None, data.buffer
             if line == b".\r\n":
-                return state, header_lines, buffer
-            size += len(line)
-            if size >= next_timeout_reset:
+                return data.state, data.header_lines, data.buffer
+            data.line(line)
+        if not await self._read_body(data, at_line_start=not partial):
+            return None, None, data.buffer
+        return data.state, data.header_lines, data.buffer
+
+    async def _read_body(self, data: _DataReader, at_line_start: bool) -> bool:
+        """Read the rest of DATA in blocks of whole lines; False if the connection was lost.
+
+        Each read takes everything the stream holds (never more than 2 x its limit plus one
+        socket read, since the transport pauses above that), so what follows the final "."
+        (pipelined commands) can be handed back to the stream in order."""
+        reader = self._reader
+        carry = b""  # the start of a line whose end has not arrived yet
+        next_timeout_reset = _TIMEOUT_RESET_BYTES
+        received = 0
+        while True:
+            try:
+                chunk = await reader.read(_READ_ALL)
+            except ConnectionError:
+                return False
+            if not chunk:
+                return False
+            received += len(chunk)
+            if received >= next_timeout_reset:
                 # smtpd_timeout is an idle limit, not a limit on a long upload.
                 self._reset_timeout()
-                next_timeout_reset = size + _TIMEOUT_RESET_BYTES
-            if state not in (_Data.HEADERS, _Data.BODY):
-                continue
-            if size > limit:
-                state = _Data.TOO_MUCH
-                buffer = bytearray()
-                continue
-            end = len(line)
-            if line.find(b"\n") != end - 1 or line.find(b"\r") != end - 2:
-                state = _Data.BARE_NEWLINE
-                buffer = bytearray()
-                continue
-            if line[:1] == b".":
-                line = line[1:]
-            if state is _Data.BODY:
-                buffer += line
-                continue
-            assert header_lines is not None
-            if line == b"\r\n":
-                buffer = transaction.start_body(header_lines, separator=line)
-                header_lines = None
-                state = _Data.BODY
-            elif is_header_start(line) or (line[:1] in (b" ", b"\t") and header_lines):
-                header_lines.append(line)
+                next_timeout_reset = received + _TIMEOUT_RESET_BYTES
+            block = carry + chunk if carry else chunk
+            if not at_line_start:  # skip the rest of an overlong line
+                eol = block.find(b"\r\n")
+                if eol < 0:
+                    carry = block[-1:] if block.endswith(b"\r") else b""
+                    continue
+                block, at_line_start = block[eol + 2:], True
+            if block.startswith(b".\r\n"):
+                end = 0
             else:
-                # A body line with no empty line before it: Postfix adds the separator.
-                buffer = transaction.start_body(header_lines, separator=b"\r\n")
-                buffer += line
-                header_lines = None
-                state = _Data.BODY
+                end = block.find(b"\r\n.\r\n")
+                end = end + 2 if end >= 0 else -1
+            if end >= 0:
+                data.lines(block[:end])
+                self._unread(block[end + 3:])
+                return True
+            cut = block.rfind(b"\r\n") + 2  # 1 if there is no line end
+            if cut > 1:
+                data.lines(block[:cut])
+                carry = block[cut:]
+            else:
+                carry = block
+            if len(carry) - carry.endswith(b"\r") > data.line_limit:
+                data.too_long()
+                # Keep a trailing <CR>: the <LF> that ends the overlong line may be next.
+                carry, at_line_start = carry[-1:] if carry.endswith(b"\r") else b"", False
+
+    def _unread(self, rest: bytes) -> None:
+        """Give back what the client sent after the final "." (pipelined commands)."""
+        if not rest:
+            return
+        if self._reader.at_eof():
+            # The client half-closed after pipelining; a stream cannot take data after
+            # its end, so the session reads the rest from a new one.
+            reader = asyncio.StreamReader(limit=self.line_length_limit)
+            reader.feed_data(rest)
+            reader.feed_eof()
+            self._reader = reader
+        else:
+            self._reader.feed_data(rest)
 
     def _create_session(self) -> Session:
         session = super()._create_session()
         session.client_address = None  # set from the PROXY header or the socket peer
         return session
+
+
+class _DataReader:
+    """What DATA has read so far, with Postfix's rules applied line by line or to blocks of
+    whole lines: size limit, overlong lines, bare <CR>/<LF>, dot-unstuffing, and the
+    header/body split where header_checks and the Received: header are applied."""
+
+    def __init__(self, transaction: Transaction, size_limit: int, line_limit: int) -> None:
+        self.transaction = transaction
+        self.size_limit = size_limit
+        self.line_limit = line_limit  # longest line content the SMTP stream accepts
+        self.state = _Data.HEADERS
+        self.header_lines: list[bytes] | None = []
+        self.buffer = bytearray()
+        self.size = 0
+
+    def too_long(self) -> None:
+        """A line longer than line_limit: the message will be refused."""
+        if self.state in (_Data.HEADERS, _Data.BODY):
+            self.state = _Data.TOO_LONG
+            self.buffer = bytearray()
+
+    def lines(self, block: bytes) -> None:
+        """Whole lines (each ending in <CRLF>) of the body. The usual block, all clean, is
+        checked and appended with a few passes in C; any other goes line by line, so that
+        the first offence decides the reply exactly as when reading line by line."""
+        if self.state is not _Data.BODY:
+            if self.state is _Data.HEADERS:
+                self._each_line(block)
+            return
+        crlf = block.count(b"\r\n")
+        if (self.size + len(block) <= self.size_limit and block.count(b"\n") == crlf
+                and block.count(b"\r") == crlf and (
+                    len(block) - 2 <= self.line_limit
+                    or max(map(len, block.split(b"\r\n"))) <= self.line_limit)):
+            self.size += len(block)
+            if block[:1] == b".":
+                block = block[1:]
+            if b"\r\n." in block:
+                block = block.replace(b"\r\n.", b"\r\n")
+            self.buffer += block
+            return
+        self._each_line(block)
+
+    def _each_line(self, block: bytes) -> None:
+        for piece in block.split(b"\r\n")[:-1]:
+            if len(piece) > self.line_limit:
+                self.too_long()
+            else:
+                self.line(piece + b"\r\n")
+
+    def line(self, line: bytes) -> None:
+        """One line, ending in <CRLF>, not the final "."."""
+        self.size += len(line)
+        if self.state not in (_Data.HEADERS, _Data.BODY):
+            return
+        if self.size > self.size_limit:
+            self.state = _Data.TOO_MUCH
+            self.buffer = bytearray()
+            return
+        end = len(line)
+        if line.find(b"\n") != end - 1 or line.find(b"\r") != end - 2:
+            self.state = _Data.BARE_NEWLINE
+            self.buffer = bytearray()
+            return
+        if line[:1] == b".":
+            line = line[1:]
+        if self.state is _Data.BODY:
+            self.buffer += line
+            return
+        header_lines = self.header_lines
+        assert header_lines is not None
+        if line == b"\r\n":
+            self.buffer = self.transaction.start_body(header_lines, separator=line)
+            self.header_lines = None
+            self.state = _Data.BODY
+        elif is_header_start(line) or (line[:1] in (b" ", b"\t") and header_lines):
+            header_lines.append(line)
+        else:
+            # A body line with no empty line before it: Postfix adds the separator.
+            self.buffer = self.transaction.start_body(header_lines, separator=b"\r\n")
+            self.buffer += line
+            self.header_lines = None
+            self.state = _Data.BODY
