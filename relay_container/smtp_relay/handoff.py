@@ -15,6 +15,7 @@ one is sent as a plain SendMessage, so a lone client sees exactly the unbatched 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +38,45 @@ BATCH_WINDOW = 0.002
 MAX_BATCHES_IN_FLIGHT = 4
 
 
+class MessageBody(io.RawIOBase):
+    """The message buffer as a read-only, seekable file, for PutObject's Body.
+
+    botocore and urllib3 read a file in blocks, so a large message is sent without being
+    copied (io.BytesIO copies a bytearray whole, and a bytearray Body is not accepted by
+    every botocore stubber); a retry seeks back to the start.
+    """
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._position = 0
+
+    def readable(self) -> bool:
+        """Always: it is a reader."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always: botocore rewinds the body for a retry."""
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Copy the next bytes into target; 0 at the end."""
+        count = min(len(target), len(self._view) - self._position)
+        target[:count] = self._view[self._position:self._position + count]
+        self._position += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the read position, as for any file."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def tell(self) -> int:
+        """The read position."""
+        return self._position
+
+
 class SpoolError(Exception):
     """The message could not be made durable; the client must retry (451)."""
 
@@ -44,14 +84,13 @@ class SpoolError(Exception):
 class Spool:
     """Writes accepted messages to the S3 bucket and SQS queue named in the configuration."""
 
-    def __init__(self, bucket: str, queue_url: str, batch_window: float = BATCH_WINDOW,
-                 max_batches_in_flight: int = MAX_BATCHES_IN_FLIGHT) -> None:
+    def __init__(self, bucket: str, queue_url: str) -> None:
         self.bucket = bucket
         self.queue_url = queue_url
         self._s3 = aws.client("s3")
         self._sqs = aws.client("sqs")
-        self._batch_window = batch_window
-        self._max_in_flight = max_batches_in_flight
+        self._batch_window = BATCH_WINDOW
+        self._max_in_flight = MAX_BATCHES_IN_FLIGHT
         self._pending: list[tuple[Envelope, asyncio.Future[None]]] = []
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -72,7 +111,7 @@ class Spool:
     def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
         try:
             self._s3.put_object(
-                Bucket=envelope.bucket, Key=envelope.key, Body=message,
+                Bucket=envelope.bucket, Key=envelope.key, Body=MessageBody(message),
                 ContentType="message/rfc822",
                 Metadata={META_QUEUE_ID: envelope.queue_id, META_CONTRACT_VERSION:
                           str(envelope.version)},
