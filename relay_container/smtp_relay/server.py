@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -27,6 +28,8 @@ from smtp_relay.relay import Relay
 from smtp_relay.session import RelaySession
 
 log = logging.getLogger("sesrelay.relay")
+
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,16 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         bound = []
         for address in self.addresses:
-            server = await loop.create_server(
-                lambda: RelaySession(self.relay), address.host, address.port,
-                reuse_address=True, reuse_port=reuse_port, backlog=1024)
+            try:
+                server = await loop.create_server(
+                    lambda: RelaySession(self.relay), address.host, address.port,
+                    reuse_address=True, reuse_port=reuse_port, backlog=1024)
+            except OSError as exc:
+                if address.host == "::" and exc.errno in _NO_IPV6 and len(self.addresses) > 1:
+                    # inet_protocols = all on a host without IPv6: Postfix warns and goes on.
+                    log.warning("not listening on [::]: %s (no IPv6 on this host)", exc)
+                    continue
+                raise
             self._servers.append(server)
             for sock in server.sockets:
                 name = sock.getsockname()
