@@ -86,6 +86,10 @@ def test_mail_version_and_config_directory(tmp_path: Path) -> None:
     ("minimal_backoff_time = 2h\nmaximal_backoff_time = 1h\n", "minimal_backoff_time is "
      "longer"),
     ("ses_email_tags = team:mail\n", "bad SES tag"),
+    ("smtpd_sender_restrictions = reject_non_fqdn_sender\n",
+     "main.cf:1: smtpd_sender_restrictions is not supported by sesrelay, and ignoring it "
+     "would let through mail that Postfix rejects"),
+    ("body_checks = regexp:/etc/postfix/body_checks\n", "body_checks is not supported"),
 ])
 def test_errors_name_the_file_and_line(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in error(tmp_path, text)
@@ -172,6 +176,11 @@ def test_other_postfix_parameters_are_ignored_with_a_reason(tmp_path: Path) -> N
     assert reasons["alias_maps"] == "there is no local delivery"
     assert "container" in reasons["queue_directory"]
     assert "ses_max_send_rate" in reasons["in_flow_delay"]
+
+
+def test_empty_restriction_parameters_are_fine(tmp_path: Path) -> None:
+    config = load(tmp_path, "smtpd_client_restrictions =\nbody_checks =\n")
+    assert {a.name for a, _ in config.ignored} == {"smtpd_client_restrictions", "body_checks"}
 
 
 def test_warnings(tmp_path: Path) -> None:
