@@ -61,6 +61,7 @@ class SinkProtocol(asyncio.Protocol):
         self.counts = counts
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.continued = False  # 100 Continue sent for the request being read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Remember the transport to answer on."""
@@ -85,17 +86,22 @@ class SinkProtocol(asyncio.Protocol):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         start = end + 4
+        assert self.transport is not None
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body, consumed = _dechunk(buffer, start)
-            if body is None:
-                return False
         else:
             length = int(headers.get("content-length", "0"))
-            if len(buffer) < start + length:
-                return False
-            body, consumed = bytes(buffer[start:start + length]), start + length
+            body, consumed = None, start + length
+            if len(buffer) >= consumed:
+                body = bytes(buffer[start:consumed])
+        if body is None:
+            if headers.get("expect", "").lower() == "100-continue" and not self.continued:
+                # botocore sends large S3 bodies only after this, or after waiting 1 s.
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.continued = True
+            return False
+        self.continued = False
         del buffer[:consumed]
-        assert self.transport is not None
         self.transport.write(self._answer(method, target, headers, body))
         return True
 

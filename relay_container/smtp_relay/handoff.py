@@ -30,12 +30,14 @@ log = logging.getLogger("sesrelay.relay")
 _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="spool")
 
 MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
-# How long the first envelope of a batch waits for others to join it. Long enough for the
-# sessions served by one event loop iteration to meet, short against an SQS round trip.
-BATCH_WINDOW = 0.002
+# How long the first envelope of a batch waits for others to join it. 0: until the event
+# loop has run what is ready now, which adds no latency for a lone client; a longer window
+# measured no better (docs/BENCHMARKS.md).
+BATCH_WINDOW = 0.0
 # SendMessageBatch calls in flight at once. While all are busy, envelopes queue up and leave
-# in full batches as soon as a call returns: batching grows with the load by itself.
-MAX_BATCHES_IN_FLIGHT = 4
+# in full batches as soon as a call returns: batching grows with the load by itself. One
+# would batch most, but would cap a process at 10 messages per SQS round trip.
+MAX_BATCHES_IN_FLIGHT = 2
 
 
 class MessageBody(io.RawIOBase):

@@ -1,0 +1,770 @@
+"""sesrelay against Postfix: identical smtp-source loads, interleaved, in one run.
+
+Run through bench/run, which installs what this needs. Both sides run on loopback:
+
+- Postfix, with a private configuration and queue under a temporary directory, set up as
+  the seed main.cf's relay (mynetworks, relayhost) and relaying to smtp-sink;
+- `sesrelay serve`, whose AWS endpoints point at bench/spool_sink.py, the spool's smtp-sink.
+
+Each load runs against Postfix, then sesrelay, then sesrelay, then Postfix (and so on for
+more rounds), so a drift of the machine hits both alike. Reported per load and side:
+msg/s (smtp-source's wall time), relay CPU ms per message and peak RSS (from /proc, over
+every process of the side), S3/SQS requests per message, and for the 1-session load the
+acknowledgement latency p50/p99 (from a client that times "." to "250" per message).
+Results go to bench/results/<time>/ (results.json, table.md, chart.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+SESRELAY = str(Path(PYTHON).parent / "sesrelay")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SENDER, RECIPIENT = "bench@bench.test", "rcpt@example.com"
+BIG_MESSAGE = 40 * 1024 * 1024 - 64 * 1024  # 40 MiB less room for headers and the limit
+
+
+def log(text: str) -> None:
+    """Progress, on stderr (stdout ends with the ratio line)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.recv(512)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.1)
+
+
+# --- measuring processes --------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, own CPU ticks, reaped children's CPU ticks) of pid, or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    # fields[0] is field 3 (state) of proc(5): ppid is 4, utime..cstime are 14..17.
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size: shared pages (Postfix's processes share libraries) are split
+    among the processes that map them, so a sum over processes counts memory once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+class ProcessTree:
+    """CPU time and peak memory (PSS) of a process and all its descendants, from /proc.
+
+    CPU is counted exactly even for short-lived children (Postfix's smtpd processes come
+    and go): the root's reaped-children time covers every child that exited, and the live
+    ones are read directly; the part each used before the measurement began is subtracted.
+    """
+
+    def __init__(self, root: int, interval: float = 0.1) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._base: dict[int, int] = {}
+        self._root_base = 0
+        self._seen: set[int] = set()
+
+    def _tree(self) -> dict[int, tuple[int, int, int]]:
+        stats = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _stat(int(entry.name))
+                if stat is not None:
+                    stats[int(entry.name)] = stat
+        members = {self.root}
+        changed = True
+        while changed:
+            changed = False
+            for pid, (ppid, _, _) in stats.items():
+                if ppid in members and pid not in members:
+                    members.add(pid)
+                    changed = True
+        return {pid: stats[pid] for pid in members if pid in stats}
+
+    def _sample(self) -> None:
+        tree = self._tree()
+        self._seen.update(tree)
+        self.peak_rss = max(self.peak_rss, sum(_pss(pid) for pid in tree))
+
+    def __enter__(self) -> ProcessTree:
+        tree = self._tree()
+        root = tree[self.root]
+        self._root_base = root[1] + root[2]
+        self._base = {pid: own for pid, (_, own, _) in tree.items() if pid != self.root}
+        self._seen = set(tree)
+        self.peak_rss = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self._sample()
+
+    def cpu_seconds(self) -> float:
+        """CPU used by the tree since __enter__ (call after __exit__)."""
+        tree = self._tree()
+        root = tree[self.root]
+        ticks = root[1] + root[2] - self._root_base
+        for pid in self._seen - {self.root}:
+            if pid in tree:
+                ticks += tree[pid][1] - self._base.get(pid, 0)
+            else:  # exited: all its time is in the root's reaped-children time
+                ticks -= self._base.get(pid, 0)
+        return ticks / CLK_TCK
+
+
+# --- the two sides ------------------------------------------------------------------
+
+class Postfix:
+    """A private Postfix instance: config, queue and log under workdir, relaying to
+    smtp-sink on loopback."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "postfix"
+        self.port = free_port()
+        self.sink_port = free_port()
+        self.sink: subprocess.Popen[bytes] | None = None
+        self.master_pid = 0
+        self.maillog = self.dir / "maillog"
+
+    def start(self) -> None:
+        """Write main.cf/master.cf, start smtp-sink and Postfix, wait for the port."""
+        queue, data = self.dir / "queue", self.dir / "data"
+        queue.mkdir(parents=True)
+        data.mkdir()
+        shutil.chown(data, "postfix")
+        for path in (self.dir.parent, self.dir):
+            path.chmod(0o755)
+        # The seed main.cf's relay settings, with loopback addresses instead of SES's.
+        (self.dir / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+maillog_file = {self.maillog}
+maillog_file_prefixes = {self.dir}
+myhostname = postfix.bench.test
+mydomain = bench.test
+myorigin = $mydomain
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{self.sink_port}
+smtpd_banner = $myhostname ESMTP $mail_name
+""")
+        master = Path("/etc/postfix/master.cf").read_text().splitlines()
+        for number, line in enumerate(master):
+            if line.split()[:2] == ["smtp", "inet"]:
+                master[number] = line.replace("smtp ", f"127.0.0.1:{self.port} ", 1)
+        (self.dir / "master.cf").write_text("\n".join(master) + "\n")
+        shutil.copy("/etc/postfix/dynamicmaps.cf", self.dir)
+        self.sink = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.sink_port}", "1024"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["postfix", "-c", str(self.dir), "start"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        pid_file = queue / "pid" / "master.pid"
+        self.master_pid = int(pid_file.read_text().split()[0])
+
+    def queued(self) -> int:
+        """Messages in Postfix's queue, not yet delivered."""
+        queue = self.dir / "queue"
+        return sum(len(files) for name in ("maildrop", "incoming", "active", "deferred")
+                   for _, _, files in os.walk(queue / name))
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until everything accepted has been delivered to smtp-sink."""
+        deadline = time.monotonic() + timeout
+        while self.queued() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.queued():
+            raise RuntimeError(f"Postfix still has {self.queued()} messages queued")
+
+    def delivered(self) -> int:
+        """Messages delivered to smtp-sink so far, from Postfix's log."""
+        with contextlib.suppress(OSError):
+            return self.maillog.read_text(errors="replace").count("status=sent")
+        return 0
+
+    def stop(self) -> None:
+        """Stop Postfix and smtp-sink."""
+        subprocess.run(["postfix", "-c", str(self.dir), "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while _stat(self.master_pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.sink is not None:
+            self.sink.terminate()
+            self.sink.wait()
+
+
+class SpoolSink:
+    """bench/spool_sink.py in its own process."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.ready = workdir / "sink.port"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        """Start the sink and learn its port."""
+        self.ready.unlink(missing_ok=True)
+        self.process = subprocess.Popen([PYTHON, str(REPO / "bench" / "spool_sink.py"),
+                                         "--ready-file", str(self.ready)])
+        deadline = time.monotonic() + 30
+        while not self.ready.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the spool sink did not start")
+            time.sleep(0.05)
+        self.port = int(self.ready.read_text())
+
+    def _call(self, path: str) -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", data=(
+                b"" if path == "/_reset" else None), timeout=10) as answer:
+            text = answer.read()
+        return json.loads(text) if text else {}
+
+    def reset(self) -> None:
+        """Zero the request counters."""
+        self._call("/_reset")
+
+    def stats(self) -> dict[str, object]:
+        """Requests answered since the last reset."""
+        return self._call("/_stats")
+
+    def capacity(self, seconds: float) -> float:
+        """The sink's own rate in messages/s (PutObject + SendMessage each)."""
+        out = subprocess.run([PYTHON, str(REPO / "bench" / "spool_sink.py"), "--measure",
+                              str(self.port), "--seconds", str(seconds), "--generators",
+                              str(os.cpu_count() or 1)],
+                             check=True, capture_output=True, text=True).stdout
+        return float(json.loads(out)["msg_per_s"])
+
+    def stop(self) -> None:
+        """Stop the sink."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait()
+
+
+class Sesrelay:
+    """`sesrelay serve` on loopback, spooling to the sink."""
+
+    def __init__(self, sink: SpoolSink, processes: int, workdir: Path) -> None:
+        self.sink = sink
+        self.processes = processes
+        self.port = free_port()
+        self.log = workdir / f"sesrelay-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the relay and wait until every process listens."""
+        endpoint = f"http://127.0.0.1:{self.sink.port}"
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
+               "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+               "SESRELAY_SPOOL_BUCKET": "bench-spool",
+               "SESRELAY_SPOOL_QUEUE_URL": f"{endpoint}/000000000000/bench-spool",
+               "SESRELAY_MYNETWORKS": "127.0.0.0/8",
+               "SESRELAY_MYHOSTNAME": "sesrelay.bench.test",
+               "SESRELAY_MESSAGE_SIZE_LIMIT": str(40 * 1024 * 1024),
+               "SESRELAY_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+        for name in ("AWS_PROFILE", "SESRELAY_CONFIG", "AWS_ENDPOINT_URL_S3",
+                     "AWS_ENDPOINT_URL_SQS"):
+            env.pop(name, None)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}",
+                 "--processes", str(self.processes)], env=env, stdout=out, stderr=out)
+        wait_port(self.port)
+        deadline = time.monotonic() + 30
+        while len(self.pids()) < self.processes + (self.processes > 1):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the relay processes did not all start")
+            time.sleep(0.1)
+        time.sleep(0.5)  # the last process forked may not listen yet
+
+    def pids(self) -> list[int]:
+        """The relay's processes: the parent, and the forked ones if any."""
+        assert self.process is not None
+        root = self.process.pid
+        children = [int(p) for p in Path(f"/proc/{root}/task/{root}/children")
+                    .read_text().split()]
+        return [root, *children]
+
+    def stop(self) -> None:
+        """SIGTERM (the relay drains), then wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# --- loads ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Load:
+    """One smtp-source load."""
+
+    name: str
+    sessions: int
+    size: int
+    messages: int
+    latency: bool = False  # also time each acknowledgement (1 session)
+
+
+@dataclass
+class Sample:
+    """One load, run once against one side."""
+
+    side: str
+    load: str
+    messages: int
+    seconds: float
+    msg_per_s: float
+    cpu_ms_per_msg: float
+    peak_rss_mb: float
+    requests_per_msg: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+def smtp_source(port: int, load: Load) -> float:
+    """Run smtp-source; return its wall time in seconds."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["smtp-source", "-s", str(load.sessions), "-l", str(load.size), "-m",
+         str(load.messages), "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - started
+    if result.returncode != 0 or result.stderr.strip():
+        raise RuntimeError(f"smtp-source against port {port}: {result.stderr.strip()}")
+    return seconds
+
+
+def _reply(stream: socket.SocketIO | object) -> bytes:
+    lines = []
+    while True:
+        line = stream.readline()  # type: ignore[attr-defined]
+        if not line:
+            raise RuntimeError("connection closed")
+        lines.append(line)
+        if line[3:4] != b"-":
+            return b"".join(lines)
+
+
+def message_bytes(size: int) -> bytes:
+    """A message of about size bytes, lines of 78 characters, like smtp-source's."""
+    head = (f"From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: bench\r\n\r\n").encode()
+    line = b"X" * 76 + b"\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def ack_latencies(port: int, size: int, count: int) -> list[float]:
+    """One session at a time, one message per connection (as smtp-source does): seconds
+    from sending the message's last line to the 250 reply, per message."""
+    payload = message_bytes(size)
+    body, end = payload, b".\r\n"
+    times = []
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            stream = sock.makefile("rb")
+            _reply(stream)
+            for command in (b"EHLO client.bench.test", f"MAIL FROM:<{SENDER}>".encode(),
+                            f"RCPT TO:<{RECIPIENT}>".encode(), b"DATA"):
+                sock.sendall(command + b"\r\n")
+                _reply(stream)
+            sock.sendall(body)
+            started = time.perf_counter()
+            sock.sendall(end)
+            reply = _reply(stream)
+            times.append(time.perf_counter() - started)
+            if not reply.startswith(b"250"):
+                raise RuntimeError(f"message not accepted: {reply!r}")
+            sock.sendall(b"QUIT\r\n")
+            _reply(stream)
+    return times
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which that fraction of values lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def run_postfix(postfix: Postfix, load: Load) -> Sample:
+    """One load against Postfix, until every message reached smtp-sink."""
+    postfix.settle()
+    before = postfix.delivered()
+    with ProcessTree(postfix.master_pid) as tree:
+        seconds = smtp_source(postfix.port, load)
+        latencies = ack_latencies(postfix.port, load.size, load.messages) \
+            if load.latency else []
+        postfix.settle()
+    count = load.messages * (2 if load.latency else 1)
+    delivered = postfix.delivered() - before
+    if delivered < count:
+        log(f"warning: Postfix delivered {delivered} of {count} messages (log lag?)")
+    return _sample("postfix", load, seconds, tree, count, latencies, {})
+
+
+def run_sesrelay(relay: Sesrelay, load: Load) -> Sample:
+    """One load against sesrelay; every message must have reached the spool sink."""
+    relay.sink.reset()
+    assert relay.process is not None
+    with ProcessTree(relay.process.pid) as tree:
+        seconds = smtp_source(relay.port, load)
+        latencies = ack_latencies(relay.port, load.size, load.messages) \
+            if load.latency else []
+    count = load.messages * (2 if load.latency else 1)
+    stats = relay.sink.stats()
+    if stats["sqs_messages"] != count:
+        raise RuntimeError(f"sesrelay spooled {stats['sqs_messages']} of {count} messages")
+    ops = stats["ops"]
+    assert isinstance(ops, dict)
+    requests = {op: n / count for op, n in sorted(ops.items())}
+    return _sample("sesrelay", load, seconds, tree, count, latencies, requests)
+
+
+def _sample(side: str, load: Load, seconds: float, tree: ProcessTree, count: int,
+            latencies: list[float], requests: dict[str, float]) -> Sample:
+    latency = {}
+    if latencies:
+        latency = {"p50": percentile(latencies, 0.5) * 1000,
+                   "p99": percentile(latencies, 0.99) * 1000}
+    return Sample(side, load.name, load.messages, seconds, load.messages / seconds,
+                  tree.cpu_seconds() * 1000 / count, tree.peak_rss / 2**20, requests, latency)
+
+
+# --- relay-only targets ---------------------------------------------------------------
+
+def big_message(relay: Sesrelay) -> dict[str, float]:
+    """Send one 40 MiB message to a fresh one-process relay; RSS growth of that process."""
+    [pid] = relay.pids()
+    before = _rss(pid)
+    payload = message_bytes(BIG_MESSAGE)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=300) as sock:
+        stream = sock.makefile("rb")
+        _reply(stream)
+        for command in (b"EHLO client.bench.test", f"MAIL FROM:<{SENDER}>".encode(),
+                        f"RCPT TO:<{RECIPIENT}>".encode(), b"DATA"):
+            sock.sendall(command + b"\r\n")
+            _reply(stream)
+        started = time.monotonic()
+        sock.sendall(payload + b".\r\n")
+        reply = _reply(stream)
+        seconds = time.monotonic() - started
+        sock.sendall(b"QUIT\r\n")
+    hwm = int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text()
+                   .splitlines() if line.startswith("VmHWM:"))) * 1024
+    growth = hwm - before
+    return {"accepted": float(reply.startswith(b"250")), "size_mb": len(payload) / 2**20,
+            "seconds": seconds, "rss_before_mb": before / 2**20,
+            "rss_peak_mb": hwm / 2**20, "growth_over_size": growth / len(payload)}
+
+
+def idle_sessions(relay: Sesrelay, count: int) -> dict[str, float]:
+    """Hold count idle sessions (greeted, EHLO answered) on a one-process relay, then send a
+    message on a further session while they stay open."""
+    [pid] = relay.pids()
+    sockets: list[socket.socket] = []
+    held = 0
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", relay.port), timeout=60)
+            sockets.append(sock)
+        for sock in sockets:
+            stream = sock.makefile("rb")
+            _reply(stream)
+            sock.sendall(b"EHLO idle.bench.test\r\n")
+            if _reply(stream).startswith(b"250"):
+                held += 1
+        latency = ack_latencies(relay.port, 10240, 1)[0]
+        open_fds = len(os.listdir(f"/proc/{pid}/fd"))
+        still_open = sum(1 for sock in sockets if _alive(sock))
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {"sessions": float(count), "greeted": float(held), "still_open": float(still_open),
+            "relay_fds": float(open_fds), "message_meanwhile_ms": latency * 1000,
+            "rss_mb": _rss(pid) / 2**20}
+
+
+def _alive(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+# --- report ---------------------------------------------------------------------------
+
+def summarise(samples: list[Sample], loads: list[Load]) -> list[dict[str, object]]:
+    """Per load: the median of each figure per side, and the sesrelay/postfix ratios."""
+    rows = []
+    for load in loads:
+        row: dict[str, object] = {"load": load.name}
+        for side in ("sesrelay", "postfix"):
+            mine = [s for s in samples if s.side == side and s.load == load.name]
+            row[side] = {
+                "msg_per_s": statistics.median(s.msg_per_s for s in mine),
+                "cpu_ms_per_msg": statistics.median(s.cpu_ms_per_msg for s in mine),
+                "peak_rss_mb": max(s.peak_rss_mb for s in mine),
+                "latency_ms": {k: statistics.median(s.latency_ms[k] for s in mine)
+                               for k in mine[0].latency_ms},
+                "requests_per_msg": mine[-1].requests_per_msg,
+            }
+        ours, theirs = row["sesrelay"], row["postfix"]
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        row["throughput_ratio"] = ours["msg_per_s"] / theirs["msg_per_s"]
+        row["cpu_ratio"] = ours["cpu_ms_per_msg"] / theirs["cpu_ms_per_msg"]
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    """The results as a Markdown table."""
+    lines = ["| load | msg/s ratio | CPU/msg ratio | sesrelay msg/s | postfix msg/s | "
+             "sesrelay CPU ms/msg | postfix CPU ms/msg | sesrelay peak RSS MB | "
+             "postfix peak RSS MB | latency p50/p99 ms (sesrelay; postfix) | "
+             "S3+SQS requests/msg |", "|" + "---|" * 11]
+    for row in rows:
+        ours, theirs = row["sesrelay"], row["postfix"]
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        latency = "-"
+        if ours["latency_ms"]:
+            latency = (f"{ours['latency_ms']['p50']:.1f}/{ours['latency_ms']['p99']:.1f}; "
+                       f"{theirs['latency_ms']['p50']:.1f}/{theirs['latency_ms']['p99']:.1f}")
+        requests = ", ".join(f"{op} {n:.2f}" for op, n in ours["requests_per_msg"].items())
+        lines.append(
+            f"| {row['load']} | {row['throughput_ratio']:.2f} | {row['cpu_ratio']:.2f} | "
+            f"{ours['msg_per_s']:.0f} | {theirs['msg_per_s']:.0f} | "
+            f"{ours['cpu_ms_per_msg']:.2f} | {theirs['cpu_ms_per_msg']:.2f} | "
+            f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | {latency} | "
+            f"{requests} |")
+    return "\n".join(lines)
+
+
+def chart(rows: list[dict[str, object]], path: Path) -> None:
+    """Ratios per load (above 1.0 on throughput, below 1.0 on CPU favour sesrelay)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(r["load"]) for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    width = 0.38
+    ax.bar([i - width / 2 for i in x], [float(r["throughput_ratio"]) for r in rows],  # type: ignore[arg-type]
+           width, label="throughput (msg/s), sesrelay/postfix", color="#2b7bba")
+    ax.bar([i + width / 2 for i in x], [float(r["cpu_ratio"]) for r in rows],  # type: ignore[arg-type]
+           width, label="CPU per message, sesrelay/postfix", color="#e08a2b")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("ratio (1.0 = same as Postfix)")
+    ax.set_title("sesrelay vs Postfix, same machine, same smtp-source loads")
+    ax.legend(loc="upper right", fontsize=8)
+    for i, r in enumerate(rows):
+        ax.annotate(f"{float(r['throughput_ratio']):.2f}", (i - width / 2,  # type: ignore[arg-type]
+                    float(r["throughput_ratio"])), ha="center", va="bottom", fontsize=8)  # type: ignore[arg-type]
+        ax.annotate(f"{float(r['cpu_ratio']):.2f}", (i + width / 2,  # type: ignore[arg-type]
+                    float(r["cpu_ratio"])), ha="center", va="bottom", fontsize=8)  # type: ignore[arg-type]
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    postfix = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True,
+                             text=True).stdout.strip()
+    return {"cpu": cpu, "vcpus": str(os.cpu_count()), "memory_gb": f"{int(memory) / 2**20:.1f}",
+            "kernel": os.uname().release, "python": sys.version.split()[0],
+            "postfix": postfix}
+
+
+# --- main -----------------------------------------------------------------------------
+
+def loads_for(quick: bool) -> tuple[list[Load], int]:
+    """The loads and the number of rounds."""
+    scale = 1 if quick else 3
+    return [
+        Load("20 sessions, 10 KB", 20, 10 * 1024, 2000 * scale),
+        Load("1 session, 10 KB", 1, 10 * 1024, 150 * scale, latency=True),
+        Load("20 sessions, 100 KB", 20, 100 * 1024, 400 * scale),
+        Load("20 sessions, 1 MB", 20, 1024 * 1024, 60 * scale),
+    ], (2 if quick else 3)
+
+
+@contextlib.contextmanager
+def running(*parts: Postfix | SpoolSink | Sesrelay) -> Iterator[None]:
+    """Start the parts in order; stop them in reverse order, whatever happens."""
+    started: list[Postfix | SpoolSink | Sesrelay] = []
+    try:
+        for part in parts:
+            part.start()
+            started.append(part)
+        yield
+    finally:
+        for part in reversed(started):
+            part.stop()
+
+
+def interleave(rounds: int, first: Callable[[], Sample], second: Callable[[], Sample]
+               ) -> list[Sample]:
+    """first, second, second, first, ...: an ABBA order, so drift hits both sides alike."""
+    samples = []
+    for number in range(rounds):
+        order = (first, second) if number % 2 == 0 else (second, first)
+        for run in order:
+            samples.append(run())
+            log(f"  {samples[-1].side:8s} {samples[-1].msg_per_s:8.1f} msg/s  "
+                f"{samples[-1].cpu_ms_per_msg:6.2f} CPU ms/msg")
+    return samples
+
+
+def main() -> int:
+    """Run the benchmark; print the table and end with the ratio line."""
+    parser = argparse.ArgumentParser(description="sesrelay vs Postfix benchmark")
+    parser.add_argument("--quick", action="store_true", help="the short run (< 5 minutes)")
+    parser.add_argument("--relay-processes", type=int, default=os.cpu_count() or 1,
+                        help="sesrelay serve --processes (default: one per CPU)")
+    parser.add_argument("--only", help="run only the load with this name (for levers)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/run: Postfix needs root to start (run as root, e.g. in a container)",
+              file=sys.stderr)
+        return 2
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 sessions need fds
+    loads, rounds = loads_for(args.quick)
+    if args.only:
+        loads = [load for load in loads if load.name == args.only]
+    out = REPO / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sesrelay-bench-") as tmp:
+        work = Path(tmp)
+        postfix, sink = Postfix(work), SpoolSink(work)
+        relay = Sesrelay(sink, args.relay_processes, work)
+        samples: list[Sample] = []
+        with running(postfix, sink, relay):
+            for load in loads:
+                log(f"load: {load.name} ({load.messages} messages)")
+                samples += interleave(rounds, lambda load=load: run_postfix(postfix, load),
+                                      lambda load=load: run_sesrelay(relay, load))
+            rows = summarise(samples, loads)
+            best = max(float(r["sesrelay"]["msg_per_s"]) for r in rows)  # type: ignore[index]
+            log("spool sink capacity")
+            capacity = sink.capacity(3.0 if args.quick else 5.0)
+        limits: dict[str, dict[str, float]] = {}
+        if not args.only:
+            single = Sesrelay(sink, 1, work)
+            with running(sink, single):
+                log("one relay process: a 40 MiB message")
+                limits["big_message"] = big_message(single)
+                log("one relay process: 1,000 idle sessions")
+                limits["idle_sessions"] = idle_sessions(single, 1000)
+    results = {"machine": machine(), "quick": args.quick, "rounds": rounds,
+               "relay_processes": args.relay_processes, "rows": rows,
+               "samples": [asdict(s) for s in samples],
+               "sink_capacity_msg_per_s": capacity, "sink_capacity_over_relay": capacity / best,
+               "limits": limits, "seconds": time.monotonic() - started}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "table.md").write_text(table(rows) + "\n")
+    chart(rows, out / "chart.png")
+    print(table(rows))
+    print(f"\nspool sink capacity: {capacity:.0f} msg/s = {capacity / best:.1f}x the best "
+          f"sesrelay rate of this run")
+    for name, figures in limits.items():
+        print(f"{name}: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()))
+    print(f"results: {out} ({results['seconds']:.0f} s)")
+    head = next((r for r in rows if r["load"] == "20 sessions, 10 KB"), None)
+    if head is not None:
+        ours, theirs = head["sesrelay"], head["postfix"]
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        print(f"sesrelay/postfix throughput ratio: {head['throughput_ratio']:.2f} "
+              f"(sesrelay {ours['msg_per_s']:.0f} msg/s, postfix {theirs['msg_per_s']:.0f} "
+              f"msg/s; 20 sessions, 10 KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
