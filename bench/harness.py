@@ -663,14 +663,14 @@ def machine() -> dict[str, str]:
 # --- main -----------------------------------------------------------------------------
 
 def loads_for(quick: bool) -> tuple[list[Load], int]:
-    """The loads and the number of rounds."""
-    scale = 1 if quick else 3
+    """The loads and the number of rounds (each round runs each side once)."""
+    scale = 1 if quick else 2
     return [
-        Load("20 sessions, 10 KB", 20, 10 * 1024, 2000 * scale),
-        Load("1 session, 10 KB", 1, 10 * 1024, 150 * scale, latency=True),
-        Load("20 sessions, 100 KB", 20, 100 * 1024, 400 * scale),
-        Load("20 sessions, 1 MB", 20, 1024 * 1024, 60 * scale),
-    ], (2 if quick else 3)
+        Load("20 sessions, 10 KB", 20, 10 * 1024, 3000 * scale),
+        Load("1 session, 10 KB", 1, 10 * 1024, 200 * scale, latency=True),
+        Load("20 sessions, 100 KB", 20, 100 * 1024, 600 * scale),
+        Load("20 sessions, 1 MB", 20, 1024 * 1024, 100 * scale),
+    ], (4 if quick else 6)
 
 
 @contextlib.contextmanager
@@ -704,9 +704,12 @@ def main() -> int:
     """Run the benchmark; print the table and end with the ratio line."""
     parser = argparse.ArgumentParser(description="sesrelay vs Postfix benchmark")
     parser.add_argument("--quick", action="store_true", help="the short run (< 5 minutes)")
-    parser.add_argument("--relay-processes", type=int, default=os.cpu_count() or 1,
-                        help="sesrelay serve --processes (default: one per CPU)")
-    parser.add_argument("--only", help="run only the load with this name (for levers)")
+    parser.add_argument("--relay-processes", type=int, default=1,
+                        help="sesrelay serve --processes (default 1: more measured slower "
+                        "on a 2-vCPU machine, see docs/BENCHMARKS.md)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this load, or 'limits' (the 40 MiB message and the "
+                        "1,000 sessions); repeatable; for measuring one lever")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run: Postfix needs root to start (run as root, e.g. in a container)",
@@ -716,7 +719,10 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 sessions need fds
     loads, rounds = loads_for(args.quick)
     if args.only:
-        loads = [load for load in loads if load.name == args.only]
+        unknown = set(args.only) - {load.name for load in loads} - {"limits"}
+        if unknown:
+            parser.error(f"--only: no load named {', '.join(sorted(unknown))}")
+        loads = [load for load in loads if load.name in args.only]
     out = REPO / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True)
     started = time.monotonic()
@@ -731,11 +737,12 @@ def main() -> int:
                 samples += interleave(rounds, lambda load=load: run_postfix(postfix, load),
                                       lambda load=load: run_sesrelay(relay, load))
             rows = summarise(samples, loads)
-            best = max(float(r["sesrelay"]["msg_per_s"]) for r in rows)  # type: ignore[index]
+            best = max((float(r["sesrelay"]["msg_per_s"]) for r in rows),  # type: ignore[index]
+                       default=1.0)
             log("spool sink capacity")
             capacity = sink.capacity(3.0 if args.quick else 5.0)
         limits: dict[str, dict[str, float]] = {}
-        if not args.only:
+        if not args.only or "limits" in args.only:
             single = Sesrelay(sink, 1, work)
             with running(sink, single):
                 log("one relay process: a 40 MiB message")

@@ -7,9 +7,11 @@ told to retry is ever sent by us.
 
 SQS sends are group-committed: envelopes of messages that finish at about the same time,
 in different sessions, go out together in one SendMessageBatch (at most 10 entries), which
-costs one request instead of ten. Each message still waits for its own entry's result: a
-failed entry withdraws that message's object and gives that client alone a 451. A batch of
-one is sent as a plain SendMessage, so a lone client sees exactly the unbatched calls.
+costs one request instead of ten. An envelope waits only while other messages are still
+being written to S3 (their envelopes are about to come), never longer than BATCH_WINDOW,
+so a lone client sees no added latency. Each message still waits for its own entry's
+result: a failed entry withdraws that message's object and gives that client alone a 451.
+A batch of one is sent as a plain SendMessage.
 """
 
 from __future__ import annotations
@@ -30,13 +32,12 @@ log = logging.getLogger("sesrelay.relay")
 _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="spool")
 
 MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
-# How long the first envelope of a batch waits for others to join it. 0: until the event
-# loop has run what is ready now, which adds no latency for a lone client; a longer window
-# measured no better (docs/BENCHMARKS.md).
-BATCH_WINDOW = 0.0
+# The longest an envelope waits for the messages still being written to S3 to join its
+# batch (a large upload should not hold up the rest for long).
+BATCH_WINDOW = 0.005
 # SendMessageBatch calls in flight at once. While all are busy, envelopes queue up and leave
-# in full batches as soon as a call returns: batching grows with the load by itself. One
-# would batch most, but would cap a process at 10 messages per SQS round trip.
+# in full batches as soon as a call returns. One would batch most, but would cap a process
+# at 10 messages per SQS round trip.
 MAX_BATCHES_IN_FLIGHT = 2
 
 
@@ -95,12 +96,21 @@ class Spool:
         self._max_in_flight = MAX_BATCHES_IN_FLIGHT
         self._pending: list[tuple[Envelope, asyncio.Future[None]]] = []
         self._in_flight = 0
+        self._putting = 0  # messages being written to S3, whose envelopes will follow
         self._timer: asyncio.TimerHandle | None = None
 
     async def store(self, envelope: Envelope, message: bytes | bytearray) -> None:
         """Make the message durable, off the event loop. Raises SpoolError on any failure."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(_executor, self._put, envelope, message)
+        self._putting += 1
+        try:
+            await loop.run_in_executor(_executor, self._put, envelope, message)
+        except BaseException:
+            self._putting -= 1
+            if self._pending:  # they may have been waiting for this message alone
+                self._schedule(loop)
+            raise
+        self._putting -= 1
         done: asyncio.Future[None] = loop.create_future()
         self._pending.append((envelope, done))
         self._schedule(loop)
@@ -126,10 +136,11 @@ class Spool:
     # --- group commit of SQS sends ------------------------------------------------------
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Send now if a full batch waits, else after the window, else when a call returns."""
+        """Send now if a batch is full or no other envelope is on its way, else when the
+        window ends; while every call slot is busy, when a call returns."""
         if self._in_flight >= self._max_in_flight:
             return  # _sent() flushes what queued up meanwhile
-        if len(self._pending) >= MAX_BATCH:
+        if len(self._pending) >= MAX_BATCH or not self._putting:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._batch_window, self._flush)

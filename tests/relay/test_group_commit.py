@@ -20,14 +20,21 @@ MESSAGE = b"From: app@example.com\r\nSubject: together\r\n\r\nbody\r\n"
 
 @pytest.fixture(autouse=True)
 def wide_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A window wide enough that clients started together always meet in one batch."""
-    monkeypatch.setattr(handoff, "BATCH_WINDOW", 1.0)
+    """A window wide enough that envelopes never leave before the others arrive."""
+    monkeypatch.setattr(handoff, "BATCH_WINDOW", 10.0)
 
 
 def send_together(relay: RunningRelay, recipients: list[str]) -> dict[str, tuple[int, bytes]]:
-    """One client per recipient, all sending at once; each one's reply to DATA."""
+    """One client per recipient, all sending at once; each one's reply to DATA. Their S3
+    writes are held until all have started, as under load, so they meet in one batch."""
     replies: dict[str, tuple[int, bytes]] = {}
     barrier = threading.Barrier(len(recipients))
+    puts = threading.Barrier(len(recipients))
+
+    def hold(**kwargs: object) -> None:  # a hook that returns something short-circuits
+        puts.wait(timeout=30)
+
+    aws.client("s3").meta.events.register("before-call.s3.PutObject", hold)
 
     def client(recipient: str) -> None:
         with smtplib.SMTP(relay.host, relay.port, timeout=60) as smtp:
