@@ -333,9 +333,11 @@ class Sesrelay:
                "SESRELAY_MYNETWORKS": "127.0.0.0/8",
                "SESRELAY_MYHOSTNAME": "sesrelay.bench.test",
                "SESRELAY_MESSAGE_SIZE_LIMIT": str(40 * 1024 * 1024),
-               "SESRELAY_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+               "POWERTOOLS_METRICS_DISABLED": "true"}
+        # The relay logs at its production level (INFO: a line per message, to a file),
+        # as Postfix writes its maillog.
         for name in ("AWS_PROFILE", "SESRELAY_CONFIG", "AWS_ENDPOINT_URL_S3",
-                     "AWS_ENDPOINT_URL_SQS"):
+                     "AWS_ENDPOINT_URL_SQS", "SESRELAY_LOG_LEVEL"):
             env.pop(name, None)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(

@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     addresses = [parse_listen(args.listen)] if args.listen else None
-    processes = args.processes or os.cpu_count() or 1
+    # 0: one per CPU this process may run on (a container's vCPUs, not the host's).
+    processes = args.processes or len(os.sched_getaffinity(0))
     if processes == 1:
         asyncio.run(run(config, addresses, drain_timeout=args.drain_seconds,
                         reuse_port=args.reuse_port))
