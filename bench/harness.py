@@ -706,9 +706,9 @@ def main() -> int:
     """Run the benchmark; print the table and end with the ratio line."""
     parser = argparse.ArgumentParser(description="sesrelay vs Postfix benchmark")
     parser.add_argument("--quick", action="store_true", help="the short run (< 5 minutes)")
-    parser.add_argument("--relay-processes", type=int, default=os.cpu_count() or 1,
-                        help="sesrelay serve --processes (default: one per CPU, as in "
-                        "production: one per container vCPU)")
+    parser.add_argument("--relay-processes", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="sesrelay serve --processes (default: one more than the CPUs, "
+                        "which measured best; see docs/BENCHMARKS.md)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this load, or 'limits' (the 40 MiB message and the "
                         "1,000 sessions); repeatable; for measuring one lever")
