@@ -32,6 +32,8 @@ log = logging.getLogger("sesrelay.relay")
 _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="spool")
 
 MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
+# SQS's limit on the bodies of one SendMessageBatch call (and on one message) is 256 KiB.
+MAX_BATCH_BYTES = 256 * 1024
 # The longest an envelope waits for the messages still being written to S3 to join its
 # batch. It ends sooner when the batch is full or no write is under way; only the messages
 # of a busy relay wait, and a large upload holds the rest up at most this long. Bigger
@@ -153,7 +155,7 @@ class Spool:
             self._timer = None
         loop = asyncio.get_running_loop()
         while self._pending and self._in_flight < self._max_in_flight:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            batch = self._take_batch()
             self._in_flight += 1
             future = loop.run_in_executor(_executor, self._send, [e for e, _ in batch])
             future.add_done_callback(lambda f, batch=batch: self._sent(batch, f))
@@ -176,6 +178,18 @@ class Spool:
                 done.set_result(None)
         if self._pending:
             self._flush()
+
+    def _take_batch(self) -> list[tuple[Envelope, asyncio.Future[None]]]:
+        """The oldest pending envelopes that fit one call: at most MAX_BATCH entries and
+        MAX_BATCH_BYTES of bodies (an envelope with many recipients is large)."""
+        count, size = 0, 0
+        for envelope, _ in self._pending[:MAX_BATCH]:
+            size += len(envelope.to_json())
+            if count and size > MAX_BATCH_BYTES:
+                break
+            count += 1
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
 
     def _send(self, envelopes: list[Envelope]) -> dict[str, str]:
         """One SendMessage or SendMessageBatch call; the failed entries by queue ID."""
