@@ -22,8 +22,6 @@ CLIENT_CONFIG = BotoConfig(
     read_timeout=20,
     retries={"mode": "standard", "max_attempts": 3},
     max_pool_connections=64,
-    request_checksum_calculation="when_required",
-    response_checksum_validation="when_required",
 )
 
 

@@ -48,9 +48,10 @@ MAX_BATCHES_IN_FLIGHT = 2
 class MessageBody(io.RawIOBase):
     """The message buffer as a read-only, seekable file, for PutObject's Body.
 
-    botocore and urllib3 read a file in blocks, so a large message is sent without being
-    copied (io.BytesIO copies a bytearray whole, and a bytearray Body is not accepted by
-    every botocore stubber); a retry seeks back to the start.
+    botocore (checksum, signing) and urllib3 read a file in blocks, so a large message is
+    sent without a copy. A bytearray Body would be wrapped whole in io.BytesIO, a full copy,
+    where botocore streams its checksum as a trailer (PutObject over HTTPS). A retry seeks
+    back to the start.
     """
 
     def __init__(self, data: bytes | bytearray) -> None:
