@@ -38,7 +38,12 @@ def new_queue_id(now_ns: int | None = None) -> str:
     for _ in range(10):
         micros, digit = divmod(micros, base)
         stamp.append(_QUEUE_ID_ALPHABET[digit])
-    rand = "".join(secrets.choice(_QUEUE_ID_ALPHABET) for _ in range(6))
+    # One read of the system's randomness, not one per character.
+    rand_bits = int.from_bytes(secrets.token_bytes(5))
+    rand = ""
+    for _ in range(6):
+        rand_bits, digit = divmod(rand_bits, base)
+        rand += _QUEUE_ID_ALPHABET[digit]
     return "".join(reversed(stamp)) + rand
 
 

@@ -85,6 +85,16 @@ class MessageBody(io.RawIOBase):
         return self._position
 
 
+# botocore sends a file Body with "Expect: 100-continue", a round trip more; below this
+# size copying the buffer into bytes costs less than that (docs/BENCHMARKS.md).
+FILE_BODY_MIN = 1024 * 1024
+
+
+def _body(message: bytes | bytearray) -> bytes | MessageBody:
+    """PutObject's Body: small messages as bytes, large ones as a file without a copy."""
+    return bytes(message) if len(message) < FILE_BODY_MIN else MessageBody(message)
+
+
 class SpoolError(Exception):
     """The message could not be made durable; the client must retry (451)."""
 
@@ -128,7 +138,7 @@ class Spool:
     def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
         try:
             self._s3.put_object(
-                Bucket=envelope.bucket, Key=envelope.key, Body=MessageBody(message),
+                Bucket=envelope.bucket, Key=envelope.key, Body=_body(message),
                 ContentType="message/rfc822",
                 Metadata={META_QUEUE_ID: envelope.queue_id, META_CONTRACT_VERSION:
                           str(envelope.version)},

@@ -86,6 +86,11 @@ class Relay:
         self.sessions: set[RelaySession] = set()
         self.draining = False
 
+    def __dir__(self) -> list[str]:
+        """Only the hook names: aiosmtpd scans dir() of the handler for every connection
+        (see RelaySession.__dir__)."""
+        return _HOOK_NAMES
+
     # --- aiosmtpd hooks -----------------------------------------------------------------
 
     async def handle_PROXY(self, server: SMTP, session: Session, envelope: Envelope,
@@ -108,11 +113,12 @@ class Relay:
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
-        """Advertise what Postfix does and this relay supports."""
+        """Advertise what Postfix does and this relay supports, in one write (aiosmtpd
+        writes each returned line separately: one system call per extension)."""
         session.host_name = hostname
         last = responses.pop()  # "250 HELP"
         responses += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
-        return responses
+        return ["\r\n".join(responses)]
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -204,3 +210,6 @@ class Relay:
         log.info("%s: reject: DATA from %s: %s; from=<%s> nrcpt=%d", transaction.queue_id,
                  _client(transaction.session), reply, transaction.envelope.mail_from,
                  len(transaction.envelope.rcpt_tos))
+
+
+_HOOK_NAMES = [name for name in dir(Relay) if name.startswith("handle_")]

@@ -62,6 +62,12 @@ class RelaySession(SMTP):
             **kwargs,  # type: ignore[arg-type]
         )
 
+    def __dir__(self) -> list[str]:
+        """Only the command and AUTH method names: aiosmtpd builds its command tables
+        from dir() for every connection, and the full list made that a measurable part
+        of each connection's cost (docs/BENCHMARKS.md)."""
+        return _COMMAND_NAMES
+
     # --- connection lifecycle -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -372,3 +378,7 @@ class _DataReader:
             self.buffer += line
             self.header_lines = None
             self.state = _Data.BODY
+
+
+# RelaySession's smtp_* and auth_* attributes, the names aiosmtpd looks for.
+_COMMAND_NAMES = [name for name in dir(RelaySession) if name.startswith(("smtp_", "auth_"))]
