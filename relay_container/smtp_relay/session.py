@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import TYPE_CHECKING
@@ -28,6 +29,12 @@ log = logging.getLogger("sesrelay.relay")
 
 
 _TIMEOUT_RESET_BYTES = 256 * 1024
+# <dot-atom@domain> with plain labels: what nearly every client sends. Anything else
+# (quoted local parts, source routes, address literals, trailing dots) takes the full parser.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>(.*)\Z",
+                          re.DOTALL)
 # Larger than anything a StreamReader holds: one read() takes all of it (see _read_body).
 _READ_ALL = 1 << 24
 
@@ -119,6 +126,9 @@ class RelaySession(SMTP):
         so that the policy can see sender-specified routing."""
         if not arg:
             return "", ""
+        simple = _SIMPLE_PATH.match(arg)
+        if simple:  # the usual <local@domain>: no need for the full RFC 5322 parser
+            return simple.group(1), simple.group(2).strip()
         try:
             if arg.lstrip().startswith("<"):
                 parsed, rest = get_angle_addr(arg)
