@@ -17,6 +17,7 @@ from sesrelay import aws
 from sesrelay.config import Config, load_config
 from sesrelay.spool import Envelope
 from smtp_relay.server import Listener, RelayServer
+from tests.support import free_port
 
 REGION = "us-east-1"
 BUCKET = "sesrelay-test-spool"
@@ -79,6 +80,18 @@ def spool_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[SpoolAccount]:
             QueueName=QUEUE)["QueueUrl"]
         yield SpoolAccount(queue_url)
     aws.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """moto's server on a free loopback port, for relays run as processes."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 class RunningRelay:

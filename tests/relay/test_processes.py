@@ -21,17 +21,6 @@ REGION = "us-east-1"
 SESRELAY = str(Path(sys.executable).parent / "sesrelay")
 
 
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 class Relay:
     """`sesrelay serve --processes 2` against moto's server."""
 
