@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 CONTRACT_VERSION = 1
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
+MAX_ADDRESS_LENGTH = 254
 KEY_PREFIX = "spool/"
 # S3 object metadata keys (sent as x-amz-meta-*).
 META_QUEUE_ID = "queue-id"

@@ -17,8 +17,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sesrelay import telemetry
 from sesrelay.config import Config
+from sesrelay.spool import MAX_ADDRESS_LENGTH, new_queue_id, object_key, utc_now
 from sesrelay.spool import Envelope as SpoolEnvelope
-from sesrelay.spool import new_queue_id, object_key, utc_now
 from smtp_relay import replies
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, received_header
@@ -136,7 +136,8 @@ class Relay:
         if len(envelope.rcpt_tos) >= self.config.smtpd_recipient_limit:
             return replies.TOO_MANY_RECIPIENTS
         recipient = parse_recipient(address, self.config.myorigin)
-        if not recipient.domain or not recipient.local_part:
+        if (not recipient.domain or not recipient.local_part
+                or len(recipient.address) > MAX_ADDRESS_LENGTH):
             return replies.BAD_ADDRESS
         reply = check_recipient(self.config, client_address(session), recipient)
         if reply:

@@ -31,6 +31,10 @@ NOT_SILENTLY_IGNORED = frozenset({
     "content_filter", "smtpd_proxy_filter",
 })
 
+# With addresses of at most MAX_ADDRESS_LENGTH octets, this many recipients keep an envelope
+# within SQS's 256 KiB message limit.
+MAX_RECIPIENTS = 1000
+
 _RELAY_GUARDS = {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer"}
 
 
@@ -174,8 +178,9 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"message_size_limit must be between 1 and {SES_MAX_MESSAGE_SIZE} "
                           "bytes (SES's per-message ceiling)",
                           _where(config, "message_size_limit"))
-    if config.smtpd_recipient_limit < 1:
-        raise ConfigError("smtpd_recipient_limit must be at least 1",
+    if not 1 <= config.smtpd_recipient_limit <= MAX_RECIPIENTS:
+        raise ConfigError(f"smtpd_recipient_limit must be between 1 and {MAX_RECIPIENTS}: "
+                          "a message's envelope must fit in one SQS message (256 KiB)",
                           _where(config, "smtpd_recipient_limit"))
     if config.minimal_backoff_time > config.maximal_backoff_time:
         raise ConfigError("minimal_backoff_time is longer than maximal_backoff_time",

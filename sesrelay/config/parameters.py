@@ -96,8 +96,10 @@ class Config:
     message_size_limit: int = _param(values.parse_int, "10240000",
                                      "Largest message in bytes, advertised in EHLO SIZE; at "
                                      "most SES's 40 MB.", LIMITS)
-    smtpd_recipient_limit: int = _param(values.parse_int, "1000",
-                                        "Most recipients accepted in one message.", LIMITS)
+    smtpd_recipient_limit: int = _param(
+        values.parse_int, "1000",
+        "Most recipients accepted in one message (at most 1000, so that the envelope fits "
+        "one SQS message).", LIMITS)
     soft_bounce: bool = _param(values.parse_bool, "no",
                                "Turn 5xx rejections into 4xx, and defer instead of bouncing.",
                                LIMITS)

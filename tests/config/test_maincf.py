@@ -74,6 +74,7 @@ def test_mail_version_and_config_directory(tmp_path: Path) -> None:
     ("message_size_limit = 10MB\n", "main.cf:1: expected a whole number"),
     ("message_size_limit = 0\n", "SES's per-message ceiling"),
     ("message_size_limit = 50000000\n", "SES's per-message ceiling"),
+    ("smtpd_recipient_limit = 5000\n", "envelope must fit in one SQS message"),
     ("maximal_queue_lifetime = 5 days\n", "expected a time"),
     ("unknown_relay_recipient_reject_code = 250\n", "expected an SMTP reply code"),
     ("smtpd_relay_restrictions = permit_mynetworks, check_client_access hash:/x\n",

@@ -179,6 +179,12 @@ def test_recipient_limit(start_relay) -> None:
     assert codes == [250, 250, 250, 452]
 
 
+def test_overlong_recipient_address_is_refused(start_relay) -> None:
+    relay = start_relay()
+    assert rcpt(relay, "x" * 200 + "@" + "d" * 50 + ".org")[0] == 501  # 255 octets
+    assert rcpt(relay, "x" * 200 + "@" + "d" * 49 + ".org")[0] == 250  # 254 octets
+
+
 def test_size_limit_at_mail_from_and_in_data(start_relay, spool_account) -> None:
     relay = start_relay(message_size_limit=2000)
     with smtp(relay) as client:
