@@ -20,6 +20,7 @@ import asyncio
 import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -95,6 +96,16 @@ def _body(message: bytes | bytearray) -> bytes | MessageBody:
     return bytes(message) if len(message) < FILE_BODY_MIN else MessageBody(message)
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """An envelope waiting for its SQS send: its JSON body, made once, and the future its
+    session awaits."""
+
+    envelope: Envelope
+    body: str
+    done: asyncio.Future[None]
+
+
 class SpoolError(Exception):
     """The message could not be made durable; the client must retry (451)."""
 
@@ -109,7 +120,7 @@ class Spool:
         self._sqs = aws.client("sqs")
         self._batch_window = BATCH_WINDOW
         self._max_in_flight = MAX_BATCHES_IN_FLIGHT
-        self._pending: list[tuple[Envelope, asyncio.Future[None]]] = []
+        self._pending: list[_Entry] = []
         self._in_flight = 0
         self._putting = 0  # messages being written to S3, whose envelopes will follow
         self._timer: asyncio.TimerHandle | None = None
@@ -126,11 +137,11 @@ class Spool:
                 self._schedule(loop)
             raise
         self._putting -= 1
-        done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((envelope, done))
+        entry = _Entry(envelope, envelope.to_json(), loop.create_future())
+        self._pending.append(entry)
         self._schedule(loop)
         try:
-            await done
+            await entry.done
         except SpoolError:
             await loop.run_in_executor(_executor, self._withdraw, envelope)
             raise
@@ -168,51 +179,50 @@ class Spool:
         while self._pending and self._in_flight < self._max_in_flight:
             batch = self._take_batch()
             self._in_flight += 1
-            future = loop.run_in_executor(_executor, self._send, [e for e, _ in batch])
+            future = loop.run_in_executor(_executor, self._send, batch)
             future.add_done_callback(lambda f, batch=batch: self._sent(batch, f))
 
-    def _sent(self, batch: list[tuple[Envelope, asyncio.Future[None]]],
-              result: asyncio.Future[dict[str, str]]) -> None:
+    def _sent(self, batch: list[_Entry], result: asyncio.Future[dict[str, str]]) -> None:
         """Resolve each message of a returned call with its own entry's outcome."""
         self._in_flight -= 1
         exc = result.exception()
         failed = {} if exc is not None else result.result()
-        for envelope, done in batch:
+        for entry in batch:
+            queue_id, done = entry.envelope.queue_id, entry.done
             if done.cancelled():
                 continue  # the session is gone (connection lost); no one to answer
             if exc is not None:
                 done.set_exception(exc)
-            elif envelope.queue_id in failed:
+            elif queue_id in failed:
                 done.set_exception(SpoolError(
-                    f"SQS SendMessageBatch entry failed: {failed[envelope.queue_id]}"))
+                    f"SQS SendMessageBatch entry failed: {failed[queue_id]}"))
             else:
                 done.set_result(None)
         if self._pending:
             self._flush()
 
-    def _take_batch(self) -> list[tuple[Envelope, asyncio.Future[None]]]:
+    def _take_batch(self) -> list[_Entry]:
         """The oldest pending envelopes that fit one call: at most MAX_BATCH entries and
         MAX_BATCH_BYTES of bodies (an envelope with many recipients is large)."""
         count, size = 0, 0
-        for envelope, _ in self._pending[:MAX_BATCH]:
-            size += len(envelope.to_json())
+        for entry in self._pending[:MAX_BATCH]:
+            size += len(entry.body)
             if count and size > MAX_BATCH_BYTES:
                 break
             count += 1
         batch, self._pending = self._pending[:count], self._pending[count:]
         return batch
 
-    def _send(self, envelopes: list[Envelope]) -> dict[str, str]:
+    def _send(self, batch: list[_Entry]) -> dict[str, str]:
         """One SendMessage or SendMessageBatch call; the failed entries by queue ID."""
         try:
-            if len(envelopes) == 1:
-                self._sqs.send_message(QueueUrl=self.queue_url,
-                                       MessageBody=envelopes[0].to_json())
+            if len(batch) == 1:
+                self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=batch[0].body)
                 return {}
             answer = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": e.queue_id, "MessageBody": e.to_json()} for e in envelopes])
+                {"Id": e.envelope.queue_id, "MessageBody": e.body} for e in batch])
         except (BotoCoreError, ClientError) as exc:
-            operation = "SendMessage" if len(envelopes) == 1 else "SendMessageBatch"
+            operation = "SendMessage" if len(batch) == 1 else "SendMessageBatch"
             raise SpoolError(f"SQS {operation} failed: {exc}") from exc
         return {f["Id"]: f"{f.get('Code', '')}: {f.get('Message', '')}"
                 for f in answer.get("Failed", [])}
