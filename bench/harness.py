@@ -422,6 +422,17 @@ def _reply(stream: socket.SocketIO | object) -> bytes:
             return b"".join(lines)
 
 
+def start_data(sock: socket.socket) -> socket.SocketIO:
+    """Greeting, EHLO, MAIL, RCPT and DATA on a new connection; the stream of replies."""
+    stream = sock.makefile("rb")
+    _reply(stream)
+    for command in (b"EHLO client.bench.test", f"MAIL FROM:<{SENDER}>".encode(),
+                    f"RCPT TO:<{RECIPIENT}>".encode(), b"DATA"):
+        sock.sendall(command + b"\r\n")
+        _reply(stream)
+    return stream  # type: ignore[return-value]
+
+
 def message_bytes(size: int) -> bytes:
     """A message of about size bytes, lines of 78 characters, like smtp-source's."""
     head = (f"From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: bench\r\n\r\n").encode()
@@ -437,12 +448,7 @@ def ack_latencies(port: int, size: int, count: int) -> list[float]:
     times = []
     for _ in range(count):
         with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            stream = sock.makefile("rb")
-            _reply(stream)
-            for command in (b"EHLO client.bench.test", f"MAIL FROM:<{SENDER}>".encode(),
-                            f"RCPT TO:<{RECIPIENT}>".encode(), b"DATA"):
-                sock.sendall(command + b"\r\n")
-                _reply(stream)
+            stream = start_data(sock)
             sock.sendall(body)
             started = time.perf_counter()
             sock.sendall(end)
@@ -513,12 +519,7 @@ def big_message(relay: Sesrelay) -> dict[str, float]:
     before = _rss(pid)
     payload = message_bytes(BIG_MESSAGE)
     with socket.create_connection(("127.0.0.1", relay.port), timeout=300) as sock:
-        stream = sock.makefile("rb")
-        _reply(stream)
-        for command in (b"EHLO client.bench.test", f"MAIL FROM:<{SENDER}>".encode(),
-                        f"RCPT TO:<{RECIPIENT}>".encode(), b"DATA"):
-            sock.sendall(command + b"\r\n")
-            _reply(stream)
+        stream = start_data(sock)
         started = time.monotonic()
         sock.sendall(payload + b".\r\n")
         reply = _reply(stream)
