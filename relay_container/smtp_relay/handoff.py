@@ -21,8 +21,10 @@ import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import determine_content_length
 
 from sesrelay import aws
 from sesrelay.spool import META_CONTRACT_VERSION, META_QUEUE_ID, Envelope
@@ -49,10 +51,9 @@ MAX_BATCHES_IN_FLIGHT = 2
 class MessageBody(io.RawIOBase):
     """The message buffer as a read-only, seekable file, for PutObject's Body.
 
-    botocore (checksum, signing) and urllib3 read a file in blocks, so a large message is
-    sent without a copy. A bytearray Body would be wrapped whole in io.BytesIO, a full copy,
-    where botocore streams its checksum as a trailer (PutObject over HTTPS). A retry seeks
-    back to the start.
+    botocore (checksum, signing) and urllib3 read a file in blocks, so a message is sent
+    without a copy. A bytes-like Body would be wrapped whole in io.BytesIO, a full copy.
+    A retry seeks back to the start.
     """
 
     def __init__(self, data: bytes | bytearray) -> None:
@@ -86,14 +87,18 @@ class MessageBody(io.RawIOBase):
         return self._position
 
 
-# botocore sends a file Body with "Expect: 100-continue", a round trip more; below this
-# size copying the buffer into bytes costs less than that (docs/BENCHMARKS.md).
-FILE_BODY_MIN = 1024 * 1024
+# botocore asks S3 for "100 Continue" before sending any PutObject body, a round trip more
+# per message. It only pays when S3 rejects a large upload before it is sent, so, like the
+# AWS SDK for Go, the relay asks for it only from this size on.
+EXPECT_CONTINUE_MIN = 2 * 1024 * 1024
 
 
-def _body(message: bytes | bytearray) -> bytes | MessageBody:
-    """PutObject's Body: small messages as bytes, large ones as a file without a copy."""
-    return bytes(message) if len(message) < FILE_BODY_MIN else MessageBody(message)
+def _expect_continue_for_large_bodies(params: dict[str, Any], **_: Any) -> None:
+    """botocore event handler (after botocore's own add_expect_header): drop the Expect
+    header of an S3 request whose body is under EXPECT_CONTINUE_MIN."""
+    length = determine_content_length(params.get("body"))
+    if length is not None and length < EXPECT_CONTINUE_MIN:
+        params["headers"].pop("Expect", None)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class Spool:
         self.bucket = bucket
         self.queue_url = queue_url
         self._s3 = aws.client("s3")
+        # Registered last on "before-call.s3", where botocore's own handler sits.
+        self._s3.meta.events.register_last("before-call.s3", _expect_continue_for_large_bodies,
+                                           unique_id="sesrelay-expect-continue")
         self._sqs = aws.client("sqs")
         self._batch_window = BATCH_WINDOW
         self._max_in_flight = MAX_BATCHES_IN_FLIGHT
@@ -149,7 +157,7 @@ class Spool:
     def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
         try:
             self._s3.put_object(
-                Bucket=envelope.bucket, Key=envelope.key, Body=_body(message),
+                Bucket=envelope.bucket, Key=envelope.key, Body=MessageBody(message),
                 ContentType="message/rfc822",
                 Metadata={META_QUEUE_ID: envelope.queue_id, META_CONTRACT_VERSION:
                           str(envelope.version)},

@@ -1,0 +1,29 @@
+"""What the relay asks of S3: an ordinary message goes out in one request, without waiting
+for "100 Continue" first; a large one still asks S3 before sending megabytes."""
+
+from __future__ import annotations
+
+import smtplib
+
+from sesrelay import aws
+from smtp_relay import handoff
+from tests.relay.conftest import SpoolAccount
+
+
+def test_expect_continue_only_for_large_messages(start_relay,
+                                                 spool_account: SpoolAccount) -> None:
+    relay = start_relay()
+    expect: list[bytes | None] = []
+
+    def capture(request, **kwargs):  # type: ignore[no-untyped-def]
+        expect.append(request.headers.get("Expect"))
+
+    aws.client("s3").meta.events.register("before-send.s3.PutObject", capture)
+    line = b"y" * 76 + b"\r\n"
+    with smtplib.SMTP(relay.host, relay.port, timeout=60) as client:
+        for size in (10 * 1024, handoff.EXPECT_CONTINUE_MIN + 1024):
+            body = b"Subject: size\r\n\r\n" + line * (size // len(line))
+            assert client.sendmail("app@example.com", ["someone@example.org"], body) == {}
+    assert sorted(len(s.raw) > handoff.EXPECT_CONTINUE_MIN for s in spool_account.queued()
+                  ) == [False, True]
+    assert expect == [None, b"100-continue"]  # in the order sent: 10 KB, then over 2 MiB
