@@ -316,9 +316,11 @@ class SpoolSink:
 class Sesrelay:
     """`sesrelay serve` on loopback, spooling to the sink."""
 
-    def __init__(self, sink: SpoolSink, processes: int, workdir: Path) -> None:
+    def __init__(self, sink: SpoolSink, processes: int, workdir: Path,
+                 cpu_affinity: bool = False) -> None:
         self.sink = sink
         self.processes = processes
+        self.cpu_affinity = cpu_affinity
         self.port = free_port()
         self.log = workdir / f"sesrelay-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -339,10 +341,12 @@ class Sesrelay:
         for name in ("AWS_PROFILE", "SESRELAY_CONFIG", "AWS_ENDPOINT_URL_S3",
                      "AWS_ENDPOINT_URL_SQS", "SESRELAY_LOG_LEVEL"):
             env.pop(name, None)
+        command = [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}",
+                   "--processes", str(self.processes)]
+        if self.cpu_affinity:
+            command.append("--cpu-affinity")
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}",
-                 "--processes", str(self.processes)], env=env, stdout=out, stderr=out)
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
         wait_port(self.port)
         deadline = time.monotonic() + 30
         while len(self.pids()) < self.processes + (self.processes > 1):
@@ -707,9 +711,12 @@ def main() -> int:
     """Run the benchmark; print the table and end with the ratio line."""
     parser = argparse.ArgumentParser(description="sesrelay vs Postfix benchmark")
     parser.add_argument("--quick", action="store_true", help="the short run (< 5 minutes)")
-    parser.add_argument("--relay-processes", type=int, default=(os.cpu_count() or 1) + 1,
-                        help="sesrelay serve --processes (default: one more than the CPUs, "
-                        "which measured best; see docs/BENCHMARKS.md)")
+    cpus = len(os.sched_getaffinity(0))
+    parser.add_argument("--relay-processes", type=int, default=cpus,
+                        help="sesrelay serve --processes (default: one per CPU)")
+    parser.add_argument("--relay-cpu-affinity", action=argparse.BooleanOptionalAction,
+                        default=True, help="sesrelay serve --cpu-affinity (default: on; "
+                        "one process per CPU with affinity measured best, docs/BENCHMARKS.md)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this load, or 'limits' (the 40 MiB message and the "
                         "1,000 sessions); repeatable; for measuring one lever")
@@ -732,7 +739,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sesrelay-bench-") as tmp:
         work = Path(tmp)
         postfix, sink = Postfix(work), SpoolSink(work)
-        relay = Sesrelay(sink, args.relay_processes, work)
+        relay = Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity)
         samples: list[Sample] = []
         with running(postfix, sink, relay):
             for load in loads:
@@ -753,7 +760,8 @@ def main() -> int:
                 log("one relay process: 1,000 idle sessions")
                 limits["idle_sessions"] = idle_sessions(single, 1000)
     results = {"machine": machine(), "quick": args.quick, "rounds": rounds,
-               "relay_processes": args.relay_processes, "rows": rows,
+               "relay_processes": args.relay_processes,
+               "relay_cpu_affinity": args.relay_cpu_affinity, "rows": rows,
                "samples": [asdict(s) for s in samples],
                "sink_capacity_msg_per_s": capacity, "sink_capacity_over_relay": capacity / best,
                "limits": limits, "seconds": time.monotonic() - started}

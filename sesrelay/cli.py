@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the relay (the container's entry point)."""
     import asyncio
 
-    from smtp_relay.server import parse_listen, run, serve_processes
+    from smtp_relay.server import parse_listen, pin_to_cpu, run, serve_processes
 
     config = load_config(args.config)
     for warning in config.warnings:
@@ -59,6 +59,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 0: one per CPU this process may run on (a container's vCPUs, not the host's).
     processes = args.processes or len(os.sched_getaffinity(0))
     if processes == 1:
+        if args.cpu_affinity:
+            logging.info("relay process on CPU %d",
+                         pin_to_cpu(0, sorted(os.sched_getaffinity(0))))
         asyncio.run(run(config, addresses, drain_timeout=args.drain_seconds,
                         reuse_port=args.reuse_port))
         return 0
@@ -67,7 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--processes needs a fixed port: port 0 would give each process "
                           "its own")
     return serve_processes(processes, lambda: asyncio.run(run(
-        config, addresses, drain_timeout=args.drain_seconds, reuse_port=True)))
+        config, addresses, drain_timeout=args.drain_seconds, reuse_port=True)),
+        cpu_affinity=args.cpu_affinity)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -130,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", type=int, default=1, metavar="N",
                        help="relay processes sharing the port with SO_REUSEPORT, one per "
                        "vCPU (0: one per CPU of this machine; default 1)")
+    serve.add_argument("--cpu-affinity", action="store_true",
+                       help="keep each relay process on one CPU (process i on the i-th CPU "
+                       "it may use): less CPU per message when processes match CPUs")
     serve.set_defaults(func=cmd_serve)
 
     dev = commands.add_parser("dev", help="run relay, AWS emulation and worker locally")

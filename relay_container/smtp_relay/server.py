@@ -6,7 +6,8 @@ owed an answer or the drain time is up.
 
 One Python process uses one CPU. `serve_processes` forks several relay processes that
 each bind the same port with SO_REUSEPORT (the kernel spreads new connections over them)
-and passes SIGTERM on to every one, so each drains as a single process would.
+and passes SIGTERM on to every one, so each drains as a single process would. With CPU
+affinity, each process (its event loop and its spool threads) is kept on one CPU.
 """
 
 from __future__ import annotations
@@ -148,20 +149,35 @@ async def run(config: Config, addresses: list[Listener] | None = None,
     log.info("stopped")
 
 
-def serve_processes(processes: int, serve: Callable[[], None]) -> int:
+def pin_to_cpu(index: int, cpus: list[int]) -> int:
+    """Keep this process on one of cpus (round-robin by index); return that CPU.
+
+    The threads of a Python process take turns on one interpreter lock: on one CPU they
+    hand it over without waking each other across CPUs (docs/BENCHMARKS.md)."""
+    cpu = cpus[index % len(cpus)]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def serve_processes(processes: int, serve: Callable[[], None],
+                    cpu_affinity: bool = False) -> int:
     """Run serve() in that many forked processes; return the exit status for the parent.
 
     The parent only forwards SIGTERM and SIGINT to the children and waits for them. It
     forks before anything (event loop, boto3 clients, threads) exists that a fork would
     break. If a child dies on its own, the others are stopped too and the status is 1, so
-    that the container is replaced rather than left running short of processes.
+    that the container is replaced rather than left running short of processes. With
+    cpu_affinity, process i runs on the i-th CPU it may use (round-robin).
     """
+    cpus = sorted(os.sched_getaffinity(0))
     children: dict[int, int] = {}
     for index in range(processes):
         pid = os.fork()
         if pid == 0:
             status = 0
             try:
+                if cpu_affinity:
+                    log.info("relay process %d on CPU %d", index, pin_to_cpu(index, cpus))
                 serve()
             except BaseException:
                 log.exception("relay process %d failed", index)

@@ -1,5 +1,6 @@
 """`sesrelay serve --processes N`: N relay processes share the port (SO_REUSEPORT); SIGTERM
-drains them all; one dying stops the rest, so the task is replaced."""
+drains them all; one dying stops the rest, so the task is replaced; --cpu-affinity keeps
+each on one CPU."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ SESRELAY = str(Path(sys.executable).parent / "sesrelay")
 class Relay:
     """`sesrelay serve --processes 2` against moto's server."""
 
-    def __init__(self, endpoint: str, tmp_path: Path) -> None:
+    def __init__(self, endpoint: str, tmp_path: Path, *options: str) -> None:
         creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **creds)
         self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, **creds)
@@ -38,7 +39,8 @@ class Relay:
                "SESRELAY_MYHOSTNAME": "relay.example.net",
                "SESRELAY_SPOOL_BUCKET": bucket, "SESRELAY_SPOOL_QUEUE_URL": self.queue_url}
         self.process = subprocess.Popen(
-            [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}", "--processes", "2"],
+            [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}", "--processes", "2",
+             *options],
             env=env, stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, timeout=30)
         deadline = time.monotonic() + 30
@@ -56,13 +58,21 @@ class Relay:
         return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
+def running(relay: Relay) -> Iterator[Relay]:
+    yield relay
+    if relay.process.poll() is None:
+        relay.process.kill()
+        relay.process.wait()
+
+
 @pytest.fixture
 def relay(moto_server: str, tmp_path: Path) -> Iterator[Relay]:
-    running = Relay(moto_server, tmp_path)
-    yield running
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+    yield from running(Relay(moto_server, tmp_path))
+
+
+@pytest.fixture
+def pinned_relay(moto_server: str, tmp_path: Path) -> Iterator[Relay]:
+    yield from running(Relay(moto_server, tmp_path, "--cpu-affinity"))
 
 
 def send(port: int) -> int:
@@ -91,3 +101,13 @@ def test_a_dead_process_stops_the_others(relay: Relay) -> None:
     while Path(f"/proc/{second}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{second}").exists()
+
+
+def test_cpu_affinity_keeps_each_process_on_one_cpu(pinned_relay: Relay) -> None:
+    relay = pinned_relay
+    cpus = sorted(os.sched_getaffinity(0))
+    children = relay.children()
+    assert [os.sched_getaffinity(child) for child in children] == [
+        {cpus[0]}, {cpus[1 % len(cpus)]}]  # round-robin over the CPUs it may use
+    assert os.sched_getaffinity(relay.process.pid) == set(cpus)  # the parent stays free
+    assert [send(relay.port) for _ in range(4)] == [250] * 4
