@@ -38,6 +38,15 @@ STOP_TIMEOUT = cdk.Duration.seconds(120)
 DEREGISTRATION_DELAY = cdk.Duration.seconds(60)
 CPU_TARGET_PERCENT = 60
 HEALTH_CHECK_COMMAND = ["CMD", "sesrelay", "healthcheck"]
+FARGATE_CPU_UNITS_PER_VCPU = 1024
+
+
+def serve_arguments(cpu_units: int) -> list[str]:
+    """The arguments after the image's `sesrelay serve`: one relay process per vCPU of the
+    task, each kept on its CPU (what measured best, docs/BENCHMARKS.md). A task of less
+    than one vCPU still runs one process."""
+    processes = max(1, cpu_units // FARGATE_CPU_UNITS_PER_VCPU)
+    return ["--processes", str(processes), "--cpu-affinity"]
 
 
 def _peer(cidr: str) -> ec2.IPeer:
@@ -114,6 +123,7 @@ class RelayService(Construct):
                          SERVICE_ENV: SERVICE_RELAY},
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT,
                                            protocol=ecs.Protocol.TCP)],
+            command=serve_arguments(settings.service.cpu),
             user=RELAY_USER,
             readonly_root_filesystem=True,
             stop_timeout=STOP_TIMEOUT,

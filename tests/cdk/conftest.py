@@ -21,7 +21,8 @@ CONSUMER_ACCOUNT = "arn:aws:iam::210987654321:root"
 
 
 def imported_context() -> dict[str, Any]:
-    """cdk.json's context plus an environment that imports its VPC and has PrivateLink."""
+    """cdk.json's context plus an environment that imports its VPC, has PrivateLink and
+    runs 2-vCPU tasks."""
     context = cdk_app.file_context()
     environment = copy.deepcopy(context["environments"]["prod"])
     environment["vpc"] = {
@@ -34,6 +35,7 @@ def imported_context() -> dict[str, Any]:
                                   "zone_id": "Z0123456789ABCDEFGHIJ"}
     environment["endpoint_service"] = {"allowed_principals": [CONSUMER_ACCOUNT]}
     environment["relay"]["mynetworks"] = ["10.90.0.0/16"]
+    environment["service"] = {**environment["service"], "cpu": 2048, "memory_mib": 4096}
     return {"environments": {**context["environments"], IMPORTED: environment},
             "env": IMPORTED}
 

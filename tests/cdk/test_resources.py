@@ -105,6 +105,9 @@ def test_fargate_service_runs_arm64_non_root_read_only_with_health_check(
             container["User"].startswith(("0:", "root:"))
         assert container["ReadonlyRootFilesystem"] is True
         assert container["HealthCheck"]["Command"] == ["CMD", "sesrelay", "healthcheck"]
+        # One relay process per vCPU (the imported variant has 2), each on its own CPU.
+        vcpus = max(1, int(task["Cpu"]) // 1024)
+        assert container["Command"] == ["--processes", str(vcpus), "--cpu-affinity"]
         assert container["PortMappings"][0]["ContainerPort"] == CONTAINER_PORT
         log_group_id = container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"]
         log_group = deployment.template["Resources"][log_group_id]["Properties"]
