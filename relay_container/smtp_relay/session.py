@@ -266,18 +266,14 @@ class RelaySession(SMTP):
                     carry = block[-1:] if block.endswith(b"\r") else b""
                     continue
                 block, at_line_start = block[eol + 2:], True
-            if block.startswith(b".\r\n"):
-                end = 0
-            else:
-                end = block.find(b"\r\n.\r\n")
-                end = end + 2 if end >= 0 else -1
+            end, dotted = _find_end(block)
             if end >= 0:
-                data.lines(block[:end])
+                data.lines(block[:end], dotted)
                 self._unread(block[end + 3:])
                 return True
             cut = block.rfind(b"\r\n") + 2  # 1 if there is no line end
             if cut > 1:
-                data.lines(block[:cut])
+                data.lines(block[:cut], dotted)
                 carry = block[cut:]
             else:
                 carry = block
@@ -306,6 +302,35 @@ class RelaySession(SMTP):
         return session
 
 
+def _find_end(block: bytes) -> tuple[int, bool]:
+    """Where the final "." line starts in block (which starts at a line start), or -1;
+    and whether a line before it may start with a dot (dot-stuffed). One pass in C for
+    the usual block, which has neither."""
+    if block.startswith(b".\r\n"):
+        return 0, False
+    dotted = block.startswith(b".")
+    found = block.find(b"\r\n.")
+    while found >= 0:
+        if block.startswith(b"\r\n", found + 3):
+            return found + 2, dotted
+        dotted = True
+        found = block.find(b"\r\n.", found + 3)
+    return -1, dotted
+
+
+def _lines_fit(block: bytes, limit: int) -> bool:
+    """No line of block (whole <CRLF> lines, no bare <CR> or <LF>) has more than limit
+    octets before its <CRLF>. Each step jumps to the last line end within limit + 2 octets
+    of a line start: a few C searches per kilobyte, not a split of every line."""
+    start, size = 0, len(block)
+    while size - start > limit + 2:
+        end = block.rfind(b"\n", start, start + limit + 2)
+        if end < 0:
+            return False
+        start = end + 1
+    return True
+
+
 class _DataReader:
     """What DATA has read so far, with Postfix's rules applied line by line or to blocks of
     whole lines: size limit, overlong lines, bare <CR>/<LF>, dot-unstuffing, and the
@@ -326,23 +351,22 @@ class _DataReader:
             self.state = _Data.TOO_LONG
             self.buffer = bytearray()
 
-    def lines(self, block: bytes) -> None:
-        """Whole lines (each ending in <CRLF>) of the body. The usual block, all clean, is
-        checked and appended with a few passes in C; any other goes line by line, so that
-        the first offence decides the reply exactly as when reading line by line."""
+    def lines(self, block: bytes, dotted: bool = True) -> None:
+        """Whole lines (each ending in <CRLF>) of the body; dotted False when no line of
+        the block starts with a dot. The usual block, all clean, is checked and appended
+        with a few passes in C; any other goes line by line, so that the first offence
+        decides the reply exactly as when reading line by line."""
         if self.state is not _Data.BODY:
             if self.state is _Data.HEADERS:
                 self._each_line(block)
             return
         crlf = block.count(b"\r\n")
         if (self.size + len(block) <= self.size_limit and block.count(b"\n") == crlf
-                and block.count(b"\r") == crlf and (
-                    len(block) - 2 <= self.line_limit
-                    or max(map(len, block.split(b"\r\n"))) <= self.line_limit)):
+                and block.count(b"\r") == crlf and _lines_fit(block, self.line_limit)):
             self.size += len(block)
-            if block[:1] == b".":
-                block = block[1:]
-            if b"\r\n." in block:
+            if dotted:
+                if block[:1] == b".":
+                    block = block[1:]
                 block = block.replace(b"\r\n.", b"\r\n")
             self.buffer += block
             return

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from smtp_relay import replies
+from smtp_relay.session import RelaySession
 from tests.relay.conftest import RunningRelay, SpoolAccount
 
 HEAD = b"From: app@example.com\r\nSubject: blocks\r\n\r\n"
@@ -91,6 +92,39 @@ def test_dot_stuffed_line_at_the_start_of_a_read(start_relay, spool_account) -> 
     [spooled] = spool_account.queued()
     assert b"\r\n.starts a read\r\n" in spooled.raw
     assert b"\r\n..starts" not in spooled.raw
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+@pytest.mark.parametrize("where", [0, 500, 1999])  # first, middle and last body line
+def test_longest_line_accepted_one_more_octet_refused(start_relay, spool_account,
+                                                      extra: int, where: int) -> None:
+    relay = start_relay()
+    longest = RelaySession.line_length_limit  # octets before the <CRLF>
+    lines = [b"line %06d " % n + b"x" * 60 + b"\r\n" for n in range(2000)]
+    lines[where] = b"y" * (longest + extra) + b"\r\n"
+    session = Session(relay)
+    session.send(HEAD + b"".join(lines) + b".\r\n")  # one read holds many lines
+    reply = session.reply()
+    session.close()
+    if extra:
+        assert reply == replies.LINE_TOO_LONG
+        assert spool_account.queued() == []
+    else:
+        assert reply.startswith("250 2.0.0 Ok: queued as")
+        [spooled] = spool_account.queued()
+        assert spooled.raw.endswith(HEAD + b"".join(lines))
+
+
+def test_dot_stuffed_lines_in_one_read(start_relay, spool_account) -> None:
+    relay = start_relay()
+    body = b"..first line\r\n" + body_lines(500) + b"...\r\n..\r\n"
+    session = Session(relay)
+    session.send(HEAD + body + b".\r\n")
+    assert session.reply().startswith("250")
+    session.close()
+    [spooled] = spool_account.queued()
+    assert spooled.raw.endswith(HEAD + unstuffed(body))
+    assert spooled.raw.endswith(b"\r\n..\r\n.\r\n")  # "..." and ".." unstuffed
 
 
 def test_pipelined_commands_after_the_final_dot_are_answered(start_relay,
