@@ -643,6 +643,10 @@ def chart(rows: list[dict[str, object]], path: Path) -> None:
     ax.set_xticks(list(x), names)
     ax.set_ylabel("ratio (1.0 = same as Postfix)")
     ax.set_title("sesrelay vs Postfix, same machine, same smtp-source loads")
+    # Headroom above the tallest bar, so that the legend covers no bar or label.
+    tallest = max(max(float(r["throughput_ratio"]), float(r["cpu_ratio"]))  # type: ignore[arg-type]
+                  for r in rows)
+    ax.set_ylim(0, tallest * 1.3)
     ax.legend(loc="upper right", fontsize=8)
     for i, r in enumerate(rows):
         ax.annotate(f"{float(r['throughput_ratio']):.2f}", (i - width / 2,  # type: ignore[arg-type]
