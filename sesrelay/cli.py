@@ -60,8 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     processes = args.processes or len(os.sched_getaffinity(0))
     if processes == 1:
         if args.cpu_affinity:
-            logging.info("relay process on CPU %d",
-                         pin_to_cpu(0, sorted(os.sched_getaffinity(0))))
+            pin_to_cpu(0, sorted(os.sched_getaffinity(0)))
         asyncio.run(run(config, addresses, drain_timeout=args.drain_seconds,
                         reuse_port=args.reuse_port))
         return 0

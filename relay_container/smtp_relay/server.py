@@ -149,14 +149,20 @@ async def run(config: Config, addresses: list[Listener] | None = None,
     log.info("stopped")
 
 
-def pin_to_cpu(index: int, cpus: list[int]) -> int:
-    """Keep this process on one of cpus (round-robin by index); return that CPU.
+def pin_to_cpu(index: int, cpus: list[int]) -> None:
+    """Keep this process on one of cpus (round-robin by index).
 
     The threads of a Python process take turns on one interpreter lock: on one CPU they
-    hand it over without waking each other across CPUs (docs/BENCHMARKS.md)."""
+    hand it over without waking each other across CPUs (docs/BENCHMARKS.md). Where the
+    system refuses, the process runs unpinned: slower, but still relaying."""
     cpu = cpus[index % len(cpus)]
-    os.sched_setaffinity(0, {cpu})
-    return cpu
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        log.warning("relay process %d: cannot keep to CPU %d (%s); running unpinned",
+                    index, cpu, exc.strerror)
+        return
+    log.info("relay process %d on CPU %d", index, cpu)
 
 
 def serve_processes(processes: int, serve: Callable[[], None],
@@ -177,7 +183,7 @@ def serve_processes(processes: int, serve: Callable[[], None],
             status = 0
             try:
                 if cpu_affinity:
-                    log.info("relay process %d on CPU %d", index, pin_to_cpu(index, cpus))
+                    pin_to_cpu(index, cpus)
                 serve()
             except BaseException:
                 log.exception("relay process %d failed", index)

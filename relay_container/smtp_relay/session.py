@@ -351,7 +351,7 @@ class _DataReader:
             self.state = _Data.TOO_LONG
             self.buffer = bytearray()
 
-    def lines(self, block: bytes, dotted: bool = True) -> None:
+    def lines(self, block: bytes, dotted: bool) -> None:
         """Whole lines (each ending in <CRLF>) of the body; dotted False when no line of
         the block starts with a dot. The usual block, all clean, is checked and appended
         with a few passes in C; any other goes line by line, so that the first offence

@@ -25,7 +25,8 @@ SESRELAY = str(Path(sys.executable).parent / "sesrelay")
 class Relay:
     """`sesrelay serve --processes 2` against moto's server."""
 
-    def __init__(self, endpoint: str, tmp_path: Path, *options: str) -> None:
+    def __init__(self, endpoint: str, tmp_path: Path, processes: int = 2,
+                 options: tuple[str, ...] = ()) -> None:
         creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **creds)
         self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, **creds)
@@ -39,12 +40,13 @@ class Relay:
                "SESRELAY_MYHOSTNAME": "relay.example.net",
                "SESRELAY_SPOOL_BUCKET": bucket, "SESRELAY_SPOOL_QUEUE_URL": self.queue_url}
         self.process = subprocess.Popen(
-            [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}", "--processes", "2",
-             *options],
+            [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}", "--processes",
+             str(processes), *options],
             env=env, stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, timeout=30)
         deadline = time.monotonic() + 30
-        while len(self.children()) < 2 and time.monotonic() < deadline:
+        forked = processes if processes > 1 else 0
+        while len(self.children()) < forked and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def children(self) -> list[int]:
@@ -72,7 +74,12 @@ def relay(moto_server: str, tmp_path: Path) -> Iterator[Relay]:
 
 @pytest.fixture
 def pinned_relay(moto_server: str, tmp_path: Path) -> Iterator[Relay]:
-    yield from running(Relay(moto_server, tmp_path, "--cpu-affinity"))
+    yield from running(Relay(moto_server, tmp_path, options=("--cpu-affinity",)))
+
+
+@pytest.fixture
+def pinned_single_relay(moto_server: str, tmp_path: Path) -> Iterator[Relay]:
+    yield from running(Relay(moto_server, tmp_path, processes=1, options=("--cpu-affinity",)))
 
 
 def send(port: int) -> int:
@@ -111,3 +118,13 @@ def test_cpu_affinity_keeps_each_process_on_one_cpu(pinned_relay: Relay) -> None
         {cpus[0]}, {cpus[1 % len(cpus)]}]  # round-robin over the CPUs it may use
     assert os.sched_getaffinity(relay.process.pid) == set(cpus)  # the parent stays free
     assert [send(relay.port) for _ in range(4)] == [250] * 4
+
+
+def test_cpu_affinity_with_one_process(pinned_single_relay: Relay) -> None:
+    """What a task of one vCPU or less runs (the CDK default)."""
+    relay = pinned_single_relay
+    assert relay.children() == []
+    assert os.sched_getaffinity(relay.process.pid) == {min(os.sched_getaffinity(0))}
+    assert send(relay.port) == 250
+    relay.process.send_signal(signal.SIGTERM)
+    assert relay.process.wait(timeout=30) == 0
