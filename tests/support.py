@@ -1,4 +1,5 @@
-"""Helpers shared by the test suites: free ports, waiting for a listener, PROXY headers."""
+"""Helpers shared by the test suites: free ports, waiting for a listener, reading an SMTP
+reply, PROXY headers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import struct
 import subprocess
 import time
+from typing import BinaryIO
 
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -16,6 +18,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def read_reply(stream: BinaryIO) -> bytes:
+    """One SMTP reply, all its lines ("250-..." up to "250 ..."), or what came before EOF."""
+    lines = []
+    while True:
+        line = stream.readline()
+        if not line:
+            return b"".join(lines)
+        lines.append(line)
+        if line[3:4] != b"-":
+            return b"".join(lines)
 
 
 def wait_for_port(port: int, process: subprocess.Popen | None = None,

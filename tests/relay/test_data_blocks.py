@@ -12,6 +12,7 @@ import pytest
 from smtp_relay import replies
 from smtp_relay.session import RelaySession
 from tests.relay.conftest import RunningRelay, SpoolAccount
+from tests.support import read_reply
 
 HEAD = b"From: app@example.com\r\nSubject: blocks\r\n\r\n"
 
@@ -41,12 +42,7 @@ class Session:
             self.reply()
 
     def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.stream.readline()
-            lines.append(line)
-            if not line or line[3:4] != b"-":
-                return b"".join(lines).decode().rstrip("\r\n")
+        return read_reply(self.stream).decode().rstrip("\r\n")
 
     def send(self, *pieces: bytes) -> None:
         for piece in pieces:

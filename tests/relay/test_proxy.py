@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from tests.relay.conftest import SpoolAccount
-from tests.support import proxy_v2_header, proxy_v2_local_header
+from tests.support import proxy_v2_header, proxy_v2_local_header, read_reply
 
 # The relay trusts 127.0.0.0/8 to send PROXY headers (the test client plays the NLB),
 # and trusts only 10.0.0.0/8 as SMTP clients.
@@ -24,17 +24,6 @@ def converse(relay, header: bytes, commands: list[bytes]) -> list[bytes]:
             sock.sendall(command + b"\r\n")
             replies.append(read_reply(stream))
         return replies
-
-
-def read_reply(stream) -> bytes:
-    lines = []
-    while True:
-        line = stream.readline()
-        if not line:
-            return b"".join(lines)
-        lines.append(line)
-        if line[3:4] != b"-":
-            return b"".join(lines)
 
 
 def test_client_address_comes_from_the_proxy_header(start_relay,

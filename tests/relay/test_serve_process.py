@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.support import free_port, wait_for_port
+from tests.support import free_port, read_reply, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "relay_container/Dockerfile").read_text()
@@ -101,12 +101,7 @@ class Client:
         self.greeting = self.reply()
 
     def reply(self) -> bytes:
-        lines = []
-        while True:
-            line = self.stream.readline()
-            lines.append(line)
-            if not line or line[3:4] != b"-":
-                return b"".join(lines)
+        return read_reply(self.stream)
 
     def command(self, line: bytes) -> bytes:
         self.sock.sendall(line + b"\r\n")
