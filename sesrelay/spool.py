@@ -1,21 +1,31 @@
 """The spool contract between the relay and the worker.
 
-For each accepted message the relay writes the raw message (exactly the bytes to hand
-to SES, Received: header included) to S3 under ``object_key()``, then sends an
-``Envelope`` as JSON to SQS. The worker reads the envelope, fetches the object and
-sends it. This module is the only definition of that contract: key layout, object
-metadata, the envelope schema and its version.
+For each accepted message the relay sends an ``Envelope`` as JSON to SQS. The message
+itself (exactly the bytes to hand to SES, Received: header included) travels inside the
+envelope, base64-encoded, when the whole envelope fits one SQS message (INLINE_LIMIT);
+a larger message is first written to S3 under ``object_key()`` and the envelope names
+it (AWS's "extended client" pattern). Most messages are therefore committed by a single
+SendMessage. The worker reads either form. This module is the only definition of that
+contract: key layout, object metadata, the envelope schema and its versions.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+# Version 1 envelopes (always an S3 object) come from relays deployed before version 2;
+# the worker still reads them, so a deployment never strands messages in the queue.
+READABLE_VERSIONS = (1, 2)
+# SQS's classic message size limit. SQS now takes up to 1 MiB, but a batch of ten such
+# messages would not fit the 6 MB payload of one Lambda invocation.
+INLINE_LIMIT = 256 * 1024
 # RFC 5321 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS_LENGTH = 254
 KEY_PREFIX = "spool/"
@@ -61,24 +71,42 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Envelope:
-    """The SQS message body: who the message is from and to, and where its bytes are."""
+    """The SQS message body: who the message is from and to, and the message's bytes
+    (``body``, base64) or where they are in S3 (``bucket`` and ``key``)."""
 
     queue_id: str
     mail_from: str  # "" is the null sender <>
     rcpt_to: tuple[str, ...]
-    bucket: str
-    key: str
+    bucket: str  # "" when the message is inline
+    key: str  # "" when the message is inline
     size: int
     client_address: str
     client_helo: str
     received_at: str  # ISO 8601, UTC
     version: int = field(default=CONTRACT_VERSION)
+    body: str = field(default="", repr=False)  # the message, base64; "" when in S3
 
     def to_json(self) -> str:
         """The SQS message body."""
-        body = asdict(self)
-        body["rcpt_to"] = list(self.rcpt_to)
-        return json.dumps(body, separators=(",", ":"))
+        data = asdict(self)
+        data["rcpt_to"] = list(self.rcpt_to)
+        if self.version == 1:
+            del data["body"]
+        return json.dumps(data, separators=(",", ":"))
+
+    @property
+    def inline(self) -> bool:
+        """True when the message travels inside the envelope."""
+        return bool(self.body)
+
+    def message(self) -> bytes:
+        """The inline message's bytes (only for an inline envelope)."""
+        return base64.b64decode(self.body)
+
+    @property
+    def location(self) -> str:
+        """Where the message is, for log lines."""
+        return "inline" if self.inline else f"s3://{self.bucket}/{self.key}"
 
     @property
     def received(self) -> datetime:
@@ -94,9 +122,10 @@ class Envelope:
             raise ContractError(f"envelope is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ContractError("envelope is not a JSON object")
-        if data.get("version") != CONTRACT_VERSION:
-            raise ContractError(f"unsupported envelope version {data.get('version')!r} "
-                                f"(this worker reads version {CONTRACT_VERSION})")
+        version = data.get("version")
+        if version not in READABLE_VERSIONS:
+            raise ContractError(f"unsupported envelope version {version!r} (this worker "
+                                f"reads versions {', '.join(map(str, READABLE_VERSIONS))})")
         expected = {
             "queue_id": str, "mail_from": str, "rcpt_to": list, "bucket": str, "key": str,
             "size": int, "client_address": str, "client_helo": str, "received_at": str,
@@ -112,4 +141,33 @@ class Envelope:
         except ValueError:
             raise ContractError(f"envelope received_at {data['received_at']!r} is not "
                                 "ISO 8601") from None
-        return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"])})
+        body = data.get("body", "") if version == 2 else ""
+        if not isinstance(body, str):
+            raise ContractError("envelope field 'body' is not a str")
+        if body:
+            try:
+                base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise ContractError("envelope body is not base64") from None
+        elif not (data["bucket"] and data["key"]):
+            raise ContractError("envelope has neither an inline body nor an S3 bucket and key")
+        return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
+                      "version": version, "body": body})
+
+
+def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket: str,
+                   key: str) -> tuple[Envelope, str]:
+    """The envelope for message and its JSON: inline when it fits one SQS message,
+    else naming bucket and key (where the caller must store the message first).
+
+    fields holds the other Envelope fields (queue_id, mail_from, rcpt_to, size,
+    client_address, client_helo, received_at)."""
+    # base64 is 4/3 of the message; the rest of an envelope is rarely over a few KB.
+    if len(message) * 4 // 3 < INLINE_LIMIT:
+        inline = Envelope(**fields, bucket="", key="",  # type: ignore[arg-type]
+                          body=base64.b64encode(message).decode("ascii"))
+        body = inline.to_json()
+        if len(body) <= INLINE_LIMIT:
+            return inline, body
+    stored = Envelope(**fields, bucket=bucket, key=key)  # type: ignore[arg-type]
+    return stored, stored.to_json()

@@ -9,11 +9,13 @@ import pytest
 
 from sesrelay.config.loader import MAX_RECIPIENTS
 from sesrelay.spool import (
+    INLINE_LIMIT,
     MAX_ADDRESS_LENGTH,
     ContractError,
     Envelope,
     new_queue_id,
     object_key,
+    spool_envelope,
     utc_now,
 )
 
@@ -30,7 +32,29 @@ def envelope(recipients: tuple[str, ...]) -> Envelope:
 def test_round_trip() -> None:
     original = envelope(("a@example.org", "b@example.net"))
     assert Envelope.from_json(original.to_json()) == original
-    assert json.loads(original.to_json())["version"] == 1
+    assert json.loads(original.to_json())["version"] == 2
+
+
+def test_small_messages_travel_inline_and_large_ones_in_s3() -> None:
+    queue_id, now = new_queue_id(), utc_now()
+    fields = {"queue_id": queue_id, "mail_from": "a@example.com", "rcpt_to": ("b@example.org",),
+              "size": 0, "client_address": "10.0.0.1", "client_helo": "h",
+              "received_at": now.isoformat()}
+    small = b"Subject: hi\r\n\r\n\x00\xff binary is fine\r\n"
+    inline, body = spool_envelope(fields, small, "bucket", "key")
+    assert inline.inline and inline.key == "" and len(body) <= INLINE_LIMIT
+    assert Envelope.from_json(body).message() == small
+    large = b"x" * (INLINE_LIMIT * 3 // 4)
+    stored, body = spool_envelope(fields, large, "bucket", "key")
+    assert not stored.inline and (stored.bucket, stored.key) == ("bucket", "key")
+    assert len(body) < 1000 and Envelope.from_json(body) == stored
+
+
+def test_version_1_envelopes_from_older_relays_are_still_read() -> None:
+    data = json.loads(envelope(("a@example.org",)).to_json())
+    data["version"] = 1
+    old = Envelope.from_json(json.dumps(data))
+    assert old.version == 1 and not old.inline and old.key == data["key"]
 
 
 def test_the_largest_envelope_fits_one_sqs_message() -> None:
@@ -49,8 +73,8 @@ def test_queue_ids_are_unique_and_ordered_by_time() -> None:
 @pytest.mark.parametrize("body,message", [
     ("not json", "envelope is not JSON"),
     ("[]", "not a JSON object"),
-    ('{"version": 2}', "unsupported envelope version 2"),
-    ('{"version": 1, "queue_id": "Q"}', "field 'mail_from' is missing"),
+    ('{"version": 3}', "unsupported envelope version 3"),
+    ('{"version": 2, "queue_id": "Q"}', "field 'mail_from' is missing"),
 ])
 def test_malformed_bodies_are_refused_clearly(body: str, message: str) -> None:
     with pytest.raises(ContractError, match=message):

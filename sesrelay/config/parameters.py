@@ -148,6 +148,20 @@ class Config:
                                     "From address of delivery status notifications.", SES)
     ses_email_tags: tuple[values.EmailTag, ...] = _param(
         values.parse_email_tags, "", "Extra SES message tags, name=value.", SES)
+    ses_unknown_outcome: str = _param(
+        values.choice_parser("resend", "assume_sent"), "resend",
+        "A send whose answer was lost and that SES's events do not settle: resend (at "
+        "least once, as Postfix does: a recipient may get two copies) or assume_sent (at "
+        "most once: a recipient may get none).", SES)
+    ses_unknown_outcome_wait: int = _param(
+        values.time_parser("s"), "15m",
+        "How long the worker waits for SES's events to settle a send whose answer was lost "
+        "before it applies ses_unknown_outcome (only with ses_configuration_set and the "
+        "trail).", SES)
+    ses_unknown_outcome_dsn: str = _param(
+        values.choice_parser("notice", "none"), "notice",
+        "A message that fails after a send whose outcome was unknown: notice (the bounce "
+        "says SES may have delivered it) or none (no bounce).", SES)
 
     # Spool
     sesrelay_spool_bucket: str = _param(values.parse_text, "",
@@ -160,6 +174,11 @@ class Config:
     sesrelay_spool_retention: int = _param(values.parse_retention, "0",
                                            "How long a sent message is kept in S3 (0: "
                                            "deleted once sent).", SPOOL)
+    sesrelay_trail_table: str = _param(values.parse_text, "",
+                                       "DynamoDB table of the message trail (what happened "
+                                       "to each message; SES's events).", SPOOL)
+    sesrelay_trail_retention: int = _param(values.parse_retention, "30d",
+                                           "How long the trail of a message is kept.", SPOOL)
 
     # Not parameters: what the loader learned on the way.
     settings: dict[str, Assignment] = field(default_factory=dict, compare=False, repr=False)

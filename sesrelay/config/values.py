@@ -104,6 +104,17 @@ def parse_proxy_protocol(value: str, where: str) -> str:
     return value
 
 
+def choice_parser(*choices: str):  # type: ignore[no-untyped-def]
+    """A parser for a parameter that takes one of a few words."""
+
+    def parse(value: str, where: str) -> str:
+        if value not in choices:
+            raise ConfigError(f"expected {' or '.join(choices)}, got {value!r}", where)
+        return value
+
+    return parse
+
+
 def parse_interfaces(value: str, where: str) -> tuple[str, ...]:
     """inet_interfaces: all, loopback-only, localhost, or addresses and host names."""
     items = tuple(split_list(value))

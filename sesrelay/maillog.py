@@ -1,0 +1,83 @@
+"""Maillog lines: what Postfix's daemons write to syslog, written by sesrelay's parts.
+
+A Postfix admin follows a message with grep (queue ID, then recipient) and summarises a
+day with pflogsumm. sesrelay's relay, worker and events handler write the same lines, in
+the same words, each under the name of the Postfix daemon that would have written it:
+
+- ``smtpd``: ``<ID>: client=host[addr]``, ``NOQUEUE: reject: RCPT from ...``;
+- ``qmgr``: ``<ID>: from=<s>, size=N, nrcpt=M (queue active)`` and ``<ID>: removed``;
+- ``smtp``: ``<ID>: to=<r>, relay=..., delay=D, delays=a/b/c/d, dsn=X.Y.Z, status=...``;
+- ``bounce``: ``<ID>: sender non-delivery notification: <DSN ID>``.
+
+A full line is ``<RFC 3339 time> <host> sesrelay/<daemon>[<pid>]: <text>``, which
+pflogsumm reads with ``--syslog-name=sesrelay``. Client strings in these lines are made
+printable first, so that no client can end a line or forge one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+SYSLOG_NAME = "sesrelay"
+SMTPD, CLEANUP, QMGR, SMTP, BOUNCE, POSTSUPER = (
+    "smtpd", "cleanup", "qmgr", "smtp", "bounce", "postsuper")
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def printable(text: str) -> str:
+    """text with every character outside printable ASCII replaced by '?', as Postfix's
+    printable() does before it logs a client's string."""
+    return _UNPRINTABLE.sub("?", text)
+
+
+def timestamp(when: datetime) -> str:
+    """RFC 3339 with microseconds, as rsyslog writes it and pflogsumm reads it."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def line(program: str, text: str, when: datetime, host: str, pid: int) -> str:
+    """A full maillog line."""
+    return f"{timestamp(when)} {host} {SYSLOG_NAME}/{program}[{pid}]: {text}"
+
+
+def seconds(value: float) -> str:
+    """A delay as Postfix writes it: two significant decimals below 10 s, fewer above."""
+    if value < 0.1:
+        return f"{value:.2g}" if value >= 0.01 else "0"
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value < 10 else f"{value:.0f}"
+
+
+def delivery(queue_id: str, recipient: str, *, relay: str, delay: float,
+             delays: tuple[float, float, float, float], dsn: str, status: str,
+             text: str) -> str:
+    """The smtp line for one recipient: status is sent, deferred or bounced."""
+    return (f"{queue_id}: to=<{printable(recipient)}>, relay={relay}, "
+            f"delay={seconds(delay)}, delays={'/'.join(seconds(d) for d in delays)}, "
+            f"dsn={dsn}, status={status} ({printable(text)})")
+
+
+def removed(queue_id: str) -> str:
+    """The qmgr line when a message leaves the queue."""
+    return f"{queue_id}: removed"
+
+
+def client(queue_id: str, address: str) -> str:
+    """The smtpd line that starts a message (pflogsumm counts it as received)."""
+    return f"{queue_id}: client=unknown[{address}]"
+
+
+def queued(queue_id: str, sender: str, size: int, nrcpt: int) -> str:
+    """The qmgr line with the envelope sender, size and recipient count."""
+    return f"{queue_id}: from=<{printable(sender)}>, size={size}, nrcpt={nrcpt} (queue active)"
+
+
+def bounce_notice(queue_id: str, dsn_id: str) -> str:
+    """The bounce line for a DSN sent to the envelope sender."""
+    return f"{queue_id}: sender non-delivery notification: {dsn_id}"
+
+
+def ses_relay(region: str) -> str:
+    """The relay= value of the worker's lines: SES's API endpoint, the next hop."""
+    return f"email.{region or 'us-east-1'}.amazonaws.com"

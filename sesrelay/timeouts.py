@@ -1,0 +1,91 @@
+"""Every AWS call's time budget, in one place: connect and read timeouts, attempts, and
+the worst cases they add up to.
+
+Two promises depend on these numbers. The relay answers a client only once its store has
+finished or been resolved, and ECS stops a task at most STOP_TIMEOUT seconds after
+SIGTERM, so the drain plus the slowest possible store must fit in that. The worker must
+never be killed by Lambda's timeout in the middle of a SendEmail (whose outcome would then
+be unknown), so it starts a send only when the rest of its invocation can hold the
+slowest possible one.
+
+botocore's read timeout is the longest wait for the next bytes of an answer, not a limit
+on the whole call, so each worst case below counts an upload at MIN_BANDWIDTH as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from botocore.config import Config as BotoConfig
+
+# ECS waits at most this long after SIGTERM before it kills the container (Fargate's
+# maximum stopTimeout); the CDK stack sets it.
+STOP_TIMEOUT = 120
+# The slowest link to S3 or SES a message is expected to cross, in bytes per second.
+MIN_BANDWIDTH = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CallBudget:
+    """Timeouts and attempts of one kind of AWS call."""
+
+    connect: float
+    read: float
+    attempts: int  # every attempt botocore makes, the first included
+
+    def boto_config(self, pool: int = 10) -> BotoConfig:
+        """The botocore configuration that enforces this budget."""
+        return BotoConfig(connect_timeout=self.connect, read_timeout=self.read,
+                          retries={"mode": "standard", "total_max_attempts": self.attempts},
+                          max_pool_connections=pool)
+
+    def worst_case(self, upload_bytes: int = 0) -> float:
+        """Seconds the slowest call can take: every attempt connecting, uploading at
+        MIN_BANDWIDTH and waiting the full read timeout."""
+        return self.attempts * (self.connect + upload_bytes / MIN_BANDWIDTH + self.read)
+
+
+# AWS calls with no budget of their own (the CLI, the dev set-up).
+DEFAULT = CallBudget(connect=5, read=20, attempts=3)
+
+# The relay's store. PutObject is idempotent (same key, same bytes), so botocore may
+# retry it. SendMessage and the commit record are retried by the relay itself, which
+# must know whether any attempt may have taken effect (handoff.py).
+RELAY_S3 = CallBudget(connect=3, read=10, attempts=2)
+RELAY_SQS = CallBudget(connect=3, read=5, attempts=1)
+RELAY_SQS_TRIES = 3
+RELAY_COMMIT = CallBudget(connect=3, read=5, attempts=1)
+RELAY_COMMIT_TRIES = 3
+# Pause before the relay's second and third SendMessage or commit-record attempt.
+RELAY_RETRY_PAUSES = (0.1, 0.4)
+
+
+def relay_store_worst_case(message_size: int) -> float:
+    """Seconds from the end of DATA to the relay's answer, at worst, for a message of
+    message_size bytes: the S3 upload, every SendMessage and every commit-record try."""
+    return (RELAY_S3.worst_case(message_size)
+            + RELAY_SQS_TRIES * RELAY_SQS.worst_case()
+            + RELAY_COMMIT_TRIES * RELAY_COMMIT.worst_case()
+            + 2 * sum(RELAY_RETRY_PAUSES))
+
+
+# `sesrelay serve --drain-seconds`: how long sessions in mid-transaction may go on after
+# SIGTERM. Stores under way when it ends still finish (they fit in STOP_TIMEOUT).
+DRAIN_SECONDS = 25.0
+
+# The worker's SendEmail: never retried by botocore, because SES has no idempotency
+# token and a retry after a lost answer is a second copy. The worker retries itself, and
+# only what certainly did not reach SES (ses_worker/sending.py). The read timeout covers
+# SES's work after the last byte of a 40 MB message.
+WORKER_SES = CallBudget(connect=5, read=30, attempts=1)
+# SES v2 carries the raw message base64-encoded in a JSON body.
+SES_REQUEST_OVERHEAD = 4 / 3
+
+
+def ses_send_worst_case(message_size: int) -> float:
+    """Seconds one SendEmail of a message_size-byte message can take, at worst."""
+    return WORKER_SES.worst_case(int(message_size * SES_REQUEST_OVERHEAD))
+
+
+# Other worker calls (S3, SQS visibility, DynamoDB): retried by botocore, all idempotent.
+WORKER_AWS = CallBudget(connect=3, read=10, attempts=3)
