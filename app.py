@@ -16,6 +16,7 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from sesrelay.deployment import stack_name
 from stacks.environment import load_environment
 from stacks.relay_stack import SesRelayStack
 
@@ -40,7 +41,7 @@ def create_app(context: Mapping[str, Any] | None = None, outdir: str | None = No
     settings = load_environment({"environments": environments}, str(name))
     env = cdk.Environment(account=settings.account, region=settings.region)
     SesRelayStack(app, f"SesRelay-{settings.name}", settings, env=env,
-                  stack_name=f"sesrelay-{settings.name}",
+                  stack_name=stack_name(settings.name),
                   description=f"sesrelay {settings.name}: SMTP relay to Amazon SES")
     checks = AwsSolutionsChecks(app)
     cdk.Validations.of(app).add_plugins(checks)

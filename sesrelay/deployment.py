@@ -1,0 +1,22 @@
+"""How a deployed environment is found: its CloudFormation stack and the outputs that name
+its resources. The CDK stack writes these outputs; `sesrelay ... --env NAME` reads them
+(credentials and region from the usual AWS chain)."""
+
+from __future__ import annotations
+
+# CloudFormation outputs of a sesrelay stack, by what they hold.
+OUTPUT_QUEUE_URL = "SpoolQueueUrl"
+OUTPUT_DLQ_URL = "DeadLetterQueueUrl"
+OUTPUT_BUCKET = "SpoolBucket"
+OUTPUT_IDEMPOTENCY_TABLE = "IdempotencyTable"
+OUTPUT_TRAIL_TABLE = "TrailTable"
+OUTPUT_EVENTS_QUEUE_URL = "EventsQueueUrl"  # only with ses_configuration_set
+OUTPUT_RELAY_LOG_GROUP = "RelayLogGroup"
+OUTPUT_WORKER_LOG_GROUP = "WorkerLogGroup"
+OUTPUT_EVENTS_LOG_GROUP = "EventsLogGroup"  # only with ses_configuration_set
+OUTPUT_REGION = "Region"
+
+
+def stack_name(environment: str) -> str:
+    """The CloudFormation stack name of an environment in cdk.json."""
+    return f"sesrelay-{environment}"
