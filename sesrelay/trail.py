@@ -81,6 +81,14 @@ ASSUMED_SENT = "assumed_sent"  # in doubt, no deciding event: ses_unknown_outcom
 PURPOSE_MESSAGE = "message"
 PURPOSE_DSN = "dsn"
 
+# --- the state item --------------------------------------------------------------------
+# Fields: status (below), sender, recipients (all), pending (not finished yet), size,
+# received_at, updated_at, attempts (send attempts so far), last_reason (the latest
+# deferral's reason), next_try (stamp of the next try while deferred), receipt_handle and
+# queue_url (the SQS message as last received: `sesrelay flush` makes it visible now,
+# `sesrelay delete` removes it), open (present while unfinished), dsn_sent (a DSN went
+# out), in_doubt (sends whose outcome is not known yet).
+
 # --- message states (the state item's "status") ---------------------------------------
 ACTIVE = "active"  # being delivered
 WAITING = "deferred"  # waiting for its next try
