@@ -332,6 +332,7 @@ class Sesrelay:
                "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
                "SESRELAY_SPOOL_BUCKET": "bench-spool",
                "SESRELAY_SPOOL_QUEUE_URL": f"{endpoint}/000000000000/bench-spool",
+               "SESRELAY_IDEMPOTENCY_TABLE": "bench-idempotency",
                "SESRELAY_MYNETWORKS": "127.0.0.0/8",
                "SESRELAY_MYHOSTNAME": "sesrelay.bench.test",
                "SESRELAY_MESSAGE_SIZE_LIMIT": str(40 * 1024 * 1024),

@@ -21,6 +21,7 @@ from typing import Any
 
 from sesrelay import aws
 from sesrelay.config import Config, env_name, load_config
+from sesrelay.timeouts import VISIBILITY_PER_TIMEOUT, WORKER_TIMEOUT
 
 log = logging.getLogger("sesrelay.dev")
 
@@ -34,7 +35,7 @@ TABLE = "sesrelay-dev-idempotency"
 # Lambda's SQS event source: up to 10 records a batch; the DLQ after this many receives.
 BATCH_SIZE = 10
 MAX_RECEIVE_COUNT = 5
-VISIBILITY_TIMEOUT = 60
+VISIBILITY_TIMEOUT = WORKER_TIMEOUT * VISIBILITY_PER_TIMEOUT
 
 
 def emulation_endpoint(port: int = DEV_AWS_PORT) -> str:
@@ -132,7 +133,7 @@ class LocalLambdaContext:
     function_name: str = "sesrelay-dev-worker"
     function_version: str = "$LATEST"
     memory_limit_in_mb: int = 512
-    timeout_ms: int = VISIBILITY_TIMEOUT * 1000 // 6
+    timeout_ms: int = WORKER_TIMEOUT * 1000
     aws_request_id: str = ""
     invoked_function_arn: str = (f"arn:aws:lambda:{DEV_REGION}:{DEV_ACCOUNT}:function:"
                                  "sesrelay-dev-worker")

@@ -82,6 +82,14 @@ WORKER_SES = CallBudget(connect=5, read=30, attempts=1)
 SES_REQUEST_OVERHEAD = 4 / 3
 
 
+# The worker function's timeout when an environment does not set one (cdk.json's
+# worker.timeout_seconds); `sesrelay dev` gives its worker the same.
+WORKER_TIMEOUT = 60
+# AWS's advice for an SQS event source: the queue's visibility timeout is six times the
+# function's timeout, so a batch retried inside the function is not handed out twice.
+VISIBILITY_PER_TIMEOUT = 6
+
+
 def ses_send_worst_case(message_size: int) -> float:
     """Seconds one SendEmail of a message_size-byte message can take, at worst."""
     return WORKER_SES.worst_case(int(message_size * SES_REQUEST_OVERHEAD))

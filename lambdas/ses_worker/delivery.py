@@ -1,59 +1,68 @@
-"""Delivery of one spooled message: fetch, send in chunks, then sent, deferred, bounced
-or left for the dead-letter queue.
+"""Delivery of one spooled message: claim it, send each recipient chunk once, then sent,
+deferred, bounced or left for the dead-letter queue.
 
 Outcomes, in Postfix's terms:
-- sent: every recipient accepted by SES. The MessageIds are logged and tagged on the
-  S3 object, which is then handled per sesrelay_spool_retention.
-- deferred: a retryable failure. The record's visibility timeout becomes the backoff
-  delay and the record is reported as a batch item failure, so SQS redelivers it.
+- sent: every recipient accepted by SES. The MessageIds are logged, and the message is
+  kept in S3 or not per sesrelay_spool_retention.
+- deferred: a retryable failure, or a send whose outcome is not known yet. The record's
+  visibility timeout becomes the backoff delay and the record is reported as a batch
+  item failure, so SQS redelivers it.
 - bounced: a permanent failure (or the queue lifetime ran out): an RFC 3464 DSN goes
   to the envelope sender and the record is done.
 - undeliverable: cannot be sent nor bounced (null sender, soft_bounce, the bounce
   itself refused). The reason is logged and the record fails until SQS moves it to
-  the dead-letter queue; its S3 object is kept for a redrive.
-- dropped: an SQS body that is no envelope, or a spool object that is gone. Retrying
-  cannot help, so the record is logged, counted Failed and deleted.
+  the dead-letter queue.
+- dropped: never committed (the relay refused it after a lost SQS answer), deleted by an
+  operator, an SQS body that is no envelope, or a spool object that is gone. The record
+  is logged and deleted.
+
+Exactly once (docs/COMMIT.md): the worker claims the queue ID's commit record before it
+sends anything (sesrelay.commit), and each SendEmail it owes has a send-ledger item
+(ses_worker.ledger) that a redelivery, a concurrent invocation or a lost answer cannot
+get past without knowing what SES did.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, NoReturn
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ses_worker.backoff import paused_delay, retry_delay
 from ses_worker.dsn import FailedRecipient, build_dsn
-from ses_worker.errors import ErrorClass, SendFailure, classify, effective_class
+from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify, effective_class
+from ses_worker.ledger import DSN_PREFIX, SEND_PREFIX, Found, LedgerConflict, SendLedger, send_key
 from ses_worker.message import split_headers, strip_blind_headers
 from ses_worker.observability import count, log_keys, logger
 from ses_worker.ratelimit import RecipientRateLimiter
+from ses_worker.report import Report, Timing, first_seen
 from ses_worker.sending import SesSender, recipient_chunks
-from sesrelay import aws
+from ses_worker.settle import Settler, Verdict
+from sesrelay import aws, commit, maillog, trail
 from sesrelay.config import Config
-from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, utc_now
+from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, object_key, utc_now
 from sesrelay.telemetry import BOUNCED, DEFERRED, FAILED, SENDING_PAUSED, SENT
+from sesrelay.timeouts import WORKER_AWS, WORKER_SES, ses_send_worst_case
+from sesrelay.trail import Attempt, TrailReader, TrailWriter, new_attempt_id
 
-# SQS keeps a message (and its dead-letter copy) at most 14 days, so no redelivery can
-# come later than that: idempotency records need to live no longer.
-IDEMPOTENCY_TTL = 14 * 24 * 3600
-# Fixed key prefixes keep idempotency keys stable across function renames and deploys.
-SEND_KEY_PREFIX = "sesrelay.send"
-DSN_KEY_PREFIX = "sesrelay.dsn"
 EXPIRED_STATUS = "5.4.7"  # RFC 3463: delivery time expired
+UNKNOWN_STATUS = "4.4.2"  # RFC 3463: bad connection (the answer never came)
 S3_TAG_MAX = 256
+# A send's ledger lease outlasts its worst case by this much.
+LEASE_MARGIN = 10.0
+# Seconds kept in hand at the end of an invocation, after the last send's worst case.
+INVOCATION_MARGIN = 2.0
+# How soon a send in doubt is looked at again while SES's events may still come.
+SETTLE_DELAY = 60
 
 
 class MessageDeferred(Exception):
@@ -69,8 +78,8 @@ def _queue_url(event_source_arn: str) -> str:
     # arn:aws:sqs:<region>:<account>:<name>: the event names its queue, whatever the
     # configuration says, and GetQueueUrl gives the URL in this endpoint's form.
     _, _, _, region, account, name = event_source_arn.split(":", 5)
-    response = aws.client("sqs", region).get_queue_url(QueueName=name,
-                                                      QueueOwnerAWSAccountId=account)
+    response = aws.client("sqs", region, WORKER_AWS).get_queue_url(
+        QueueName=name, QueueOwnerAWSAccountId=account)
     return str(response["QueueUrl"])
 
 
@@ -89,10 +98,11 @@ class SpoolObjectMissing(Exception):
 
 
 class SpooledMessage:
-    """A record's message, read from S3 on first use and without its blind-copy headers.
+    """A record's message, from the envelope or S3, read on first use and without its
+    blind-copy headers.
 
     Reading lazily means a redelivered record whose chunks all went out already (the
-    idempotency records say so) never touches S3, where its object may be gone.
+    ledger says so) never touches S3, where its object may be gone.
     """
 
     def __init__(self, s3: Any, envelope: Envelope):
@@ -103,18 +113,50 @@ class SpooledMessage:
     def read(self) -> bytes:
         """The bytes to send. Raises SpoolObjectMissing, or SendFailure when S3 fails."""
         if self._raw is None:
-            bucket, key = self._envelope.bucket, self._envelope.key
-            try:
-                body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
-                    raise SpoolObjectMissing(f"spool object s3://{bucket}/{key} is "
-                                             "missing") from None
-                raise classify(exc) from exc
-            except BotoCoreError as exc:
-                raise classify(exc) from exc
-            self._raw = strip_blind_headers(bytes(body))
+            body = self._envelope.message() if self._envelope.inline else self._fetch()
+            self._raw = strip_blind_headers(body)
         return self._raw
+
+    def _fetch(self) -> bytes:
+        bucket, key = self._envelope.bucket, self._envelope.key
+        try:
+            return bytes(self._s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                raise SpoolObjectMissing(f"spool object s3://{bucket}/{key} is "
+                                         "missing") from None
+            raise classify(exc) from exc
+        except BotoCoreError as exc:
+            raise classify(exc) from exc
+
+
+class Status(enum.Enum):
+    """What became of one send (a recipient chunk, or the DSN)."""
+
+    SENT = "sent"
+    FAILED = "failed"  # SES certainly did not accept it: failure says why
+    IN_DOUBT = "in_doubt"  # SES may have accepted it; not settled yet
+    WAITING = "waiting"  # not tried now (another invocation has it, no time left, ...)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one send."""
+
+    status: Status
+    recipients: tuple[str, ...]
+    message_id: str = ""
+    failure: SendFailure | None = None
+    reason: str = ""
+    doubted: bool = False  # some attempt of this send was ever in doubt
+    logged: bool = False  # its maillog lines were written in an earlier receive
+    timing: Timing | None = None
+
+    @property
+    def defers(self) -> bool:
+        """True if this send is to be tried again later rather than bounced now."""
+        return self.status is not Status.FAILED or (
+            self.failure is not None and self.failure.kind.defers)
 
 
 class Deliverer:
@@ -125,24 +167,19 @@ class Deliverer:
             raise RuntimeError("sesrelay_idempotency_table is not set: without it a "
                                "redelivered record could be sent twice")
         self.config = config
-        self.s3 = aws.client("s3")
-        self.sender = SesSender(config, aws.client("sesv2", config.ses_region),
+        self.context = context
+        self.s3 = aws.client("s3", budget=WORKER_AWS)
+        self.dynamodb = aws.client("dynamodb", budget=WORKER_AWS)
+        self.ledger = SendLedger(self.dynamodb, config.sesrelay_idempotency_table)
+        self.sender = SesSender(config, aws.client("sesv2", config.ses_region, WORKER_SES),
                                 RecipientRateLimiter(config.ses_max_send_rate))
-        idempotency = IdempotencyConfig(expires_after_seconds=IDEMPOTENCY_TTL,
-                                        lambda_context=context)
-        dynamodb = aws.client("dynamodb")
-        # One persistence layer per idempotent function: a layer holds the key prefix
-        # of the call in progress, so sharing one across threads would mix prefixes.
-        self._send_chunk = idempotent_function(
-            self._send_chunk_once, data_keyword_argument="chunk", config=idempotency,
-            key_prefix=SEND_KEY_PREFIX,
-            persistence_store=DynamoDBPersistenceLayer(
-                config.sesrelay_idempotency_table, boto3_client=dynamodb))
-        self._send_dsn = idempotent_function(
-            self._send_dsn_once, data_keyword_argument="bounce", config=idempotency,
-            key_prefix=DSN_KEY_PREFIX,
-            persistence_store=DynamoDBPersistenceLayer(
-                config.sesrelay_idempotency_table, boto3_client=dynamodb))
+        writer = reader = None
+        if config.sesrelay_trail_table:
+            writer = TrailWriter(self.dynamodb, config.sesrelay_trail_table,
+                                 config.sesrelay_trail_retention)
+            reader = TrailReader(self.dynamodb, config.sesrelay_trail_table)
+        self.report = Report(config, writer)
+        self.settler = Settler(config, reader)
 
     # The record ---------------------------------------------------------------------
 
@@ -169,164 +206,412 @@ class Deliverer:
 
     def _deliver(self, envelope: Envelope, record: SQSRecord) -> None:
         receive_count = int(record.attributes.approximate_receive_count or 1)
+        seen = first_seen(record.attributes, utc_now())
+        if not self._claim(envelope, record, receive_count, seen):
+            return
+        self.report.received(envelope, record.message_id)
         message = SpooledMessage(self.s3, envelope)
-        message_ids: list[str] = []
-        sent = 0
-        failures: list[tuple[tuple[str, ...], SendFailure]] = []
+        results: list[SendResult] = []
         for recipients in recipient_chunks(envelope.rcpt_to):
+            previous = results[-1].failure if results else None
             # An account-wide condition fails every chunk alike: do not ask SES again.
-            if failures and failures[-1][1].kind in (ErrorClass.THROTTLED, ErrorClass.PAUSED):
-                failures.append((recipients, failures[-1][1]))
+            if previous is not None and previous.kind in (ErrorClass.THROTTLED,
+                                                         ErrorClass.PAUSED):
+                results.append(replace(results[-1], recipients=recipients, doubted=False))
                 continue
             try:
-                message_ids.append(self._send_chunk(
-                    chunk={"queue_id": envelope.queue_id, "recipients": list(recipients)},
-                    message=message, envelope=envelope)["message_id"])
-                sent += len(recipients)
+                results.append(self._send(
+                    trail.PURPOSE_MESSAGE, SEND_PREFIX, envelope, recipients, recipients,
+                    envelope.mail_from, message.read, seen))
             except SpoolObjectMissing as exc:
-                logger.error(f"{exc}; record dropped (a relay that could not queue the "
-                             "message deletes its object and told the client 451, so the "
-                             "client retries)")
+                self._drop(envelope, f"{exc} (the bucket's lifecycle rule removed it, or "
+                           "an earlier delivery finished without its SQS message deleted)",
+                           level="error")
                 count(FAILED)
                 return
-            except SendFailure as failure:
-                failures.append((recipients, failure))
-            except IdempotencyAlreadyInProgressError:
-                failures.append((recipients, SendFailure(
-                    ErrorClass.TRANSIENT, "InProgress",
-                    "another invocation is sending to these recipients")))
-            except IdempotencyPersistenceLayerError as exc:
-                failures.append((recipients, SendFailure(
-                    ErrorClass.TRANSIENT, "IdempotencyStore", str(exc))))
-
-        if message_ids:
-            logger.info(f"sent to {sent} recipient(s): SES MessageId {', '.join(message_ids)}",
-                        extra={"ses_message_ids": message_ids})
+        for result in results:
+            if result.status is Status.SENT and not result.logged and result.timing:
+                self.report.statuses(envelope.queue_id, result.recipients, result.timing,
+                                     "2.0.0", "sent", _sent_text(result))
+        failures = [r for r in results if r.status is not Status.SENT]
         if not failures:
             count(SENT)
-            self._finish(envelope, message_ids)
+            self._finish(envelope, message, results, trail.STATE_SENT)
             return
-        self._conclude(envelope, record, receive_count, failures, message, message_ids)
+        self._conclude(envelope, record, receive_count, failures, message, results, seen)
+
+    def _claim(self, envelope: Envelope, record: SQSRecord, receive_count: int,
+               seen: datetime) -> bool:
+        """Claim the queue ID (sesrelay.commit); False if the message must not be sent."""
+        try:
+            stopped = commit.claim(self.dynamodb, self.config.sesrelay_idempotency_table,
+                                   envelope.queue_id)
+        except (BotoCoreError, ClientError) as exc:
+            self._defer(record, envelope, receive_count, seen, [SendResult(
+                Status.WAITING, envelope.rcpt_to,
+                reason=f"the commit record could not be claimed: {exc}")])
+        if stopped is None:
+            return True
+        if stopped.state is commit.CommitState.REFUSED:
+            self._drop(envelope, "never committed: the relay lost SQS's answer, told the "
+                       "client 451 and refused the message (the client sends it again)")
+        else:
+            self._drop(envelope, f"deleted by {stopped.by or 'an operator'}",
+                       final=trail.STATE_DELETED, level="info")
+        return False
+
+    def _drop(self, envelope: Envelope, reason: str, final: str = trail.STATE_DROPPED,
+              level: str = "warning") -> None:
+        getattr(logger, level)(f"{envelope.queue_id}: {reason}; record dropped, nothing sent")
+        self.report.note(envelope.queue_id, trail.DROPPED, reason=reason)
+        self.report.line(maillog.QMGR, maillog.removed(envelope.queue_id))
+        self.report.finished(envelope.queue_id, final, last_reason=reason)
+
+    # One send -------------------------------------------------------------------------
+
+    def _time_left(self, size: int) -> float:
+        """Seconds this invocation can still give a send of size bytes and its retries
+        (negative: too little to start one)."""
+        if self.context is None:
+            return float("inf")
+        remaining = self.context.get_remaining_time_in_millis() / 1000
+        return remaining - ses_send_worst_case(size) - INVOCATION_MARGIN
+
+    def _send(self, purpose: str, prefix: str, envelope: Envelope,
+              key_recipients: tuple[str, ...], destination: tuple[str, ...], sender: str,
+              build: Callable[[], bytes], seen: datetime) -> SendResult:
+        """Make one send the ledger says is owed, at most once, and return its outcome."""
+        queue_id = envelope.queue_id
+        key = send_key(prefix, queue_id, list(key_recipients))
+        size = envelope.size if purpose == trail.PURPOSE_MESSAGE else 64 * 1024
+        lease = ses_send_worst_case(size) + LEASE_MARGIN
+        started = utc_now()
+        waiting = functools.partial(SendResult, Status.WAITING, key_recipients)
+        if self._time_left(size) < 0:
+            return waiting(reason="too little time left in this invocation for the send")
+        attempt = new_attempt_id()
+        try:
+            entry = self.ledger.begin(key, attempt, lease)
+        except (BotoCoreError, ClientError) as exc:
+            return waiting(reason=f"the send ledger could not be written: {exc}")
+        doubted = entry.doubted
+        if entry.found is Found.SENT:
+            return SendResult(Status.SENT, key_recipients, entry.message_id, logged=True,
+                              doubted=doubted)
+        if entry.found is Found.BUSY:
+            return waiting(reason="another invocation is sending it right now")
+        if entry.found is Found.IN_DOUBT:
+            settled = self._settle(purpose, envelope, key, entry.attempt, entry.attempt_at,
+                                   entry.doubts, key_recipients, attempt, lease, seen, started)
+            if settled is not None:
+                return settled
+            doubted = True
+        timing = Timing(envelope.received, seen, utc_now(), 0.0)
+        try:
+            raw = build()
+        except SendFailure as failure:  # the message could not be read
+            self._release(key, attempt, doubted)
+            return SendResult(Status.FAILED, key_recipients, failure=failure,
+                              reason=failure.diagnostic, doubted=doubted)
+        except BaseException:
+            self._release(key, attempt, doubted)
+            raise
+        clock = time.monotonic()
+        try:
+            message_id = self.sender.send(raw, sender, list(destination), queue_id, attempt,
+                                          time_left=lambda: self._time_left(size))
+        except SendFailure as failure:
+            seconds = time.monotonic() - clock
+            self._release(key, attempt, doubted)
+            self.report.attempt(queue_id, Attempt(
+                attempt, purpose, key_recipients, trail.FAILED, reason=failure.diagnostic,
+                dsn=failure.status, error_class=failure.kind.value,
+                started=trail.stamp(started), seconds=seconds))
+            return SendResult(Status.FAILED, key_recipients, failure=failure,
+                              reason=failure.diagnostic, doubted=doubted,
+                              timing=replace(timing, send_seconds=seconds))
+        except SendUnknown as unknown:
+            seconds = time.monotonic() - clock
+            try:
+                self.ledger.doubt(key, attempt)
+            except (BotoCoreError, ClientError, LedgerConflict) as exc:
+                # The item stays SENDING under this attempt; its lease runs out and the
+                # next receive treats it as in doubt all the same.
+                logger.warning(f"could not mark the send in doubt: {exc}")
+            self.report.attempt(queue_id, Attempt(
+                attempt, purpose, key_recipients, trail.IN_DOUBT, reason=unknown.diagnostic,
+                started=trail.stamp(started), seconds=seconds))
+            logger.warning(f"send {attempt} in doubt: {unknown.diagnostic}",
+                           extra={"attempt": attempt, "recipients": list(key_recipients)})
+            return SendResult(Status.IN_DOUBT, key_recipients,
+                              reason=self._doubt_text(unknown.diagnostic), doubted=True,
+                              timing=replace(timing, send_seconds=seconds))
+        seconds = time.monotonic() - clock
+        self._complete(key, attempt, message_id)
+        self.report.attempt(queue_id, Attempt(
+            attempt, purpose, key_recipients, trail.SENT, ses_message_id=message_id,
+            dsn="2.0.0", started=trail.stamp(started), seconds=seconds))
+        return SendResult(Status.SENT, key_recipients, message_id, doubted=doubted,
+                          timing=replace(timing, send_seconds=seconds))
+
+    def _settle(self, purpose: str, envelope: Envelope, key: str, old: str, old_at: float,
+                doubts: int, recipients: tuple[str, ...], attempt: str, lease: float,
+                seen: datetime, started: datetime) -> SendResult | None:
+        """Decide about an earlier send in doubt: a result, or None when this attempt is
+        to send again (ses_unknown_outcome = resend)."""
+        queue_id = envelope.queue_id
+        settlement = self.settler.settle(queue_id, old, old_at)
+        timing = Timing(envelope.received, seen, utc_now(), 0.0)
+        verdict = settlement.verdict
+        if verdict is Verdict.WAIT:
+            return SendResult(Status.IN_DOUBT, recipients, doubted=True,
+                              reason=self._doubt_text(settlement.reason))
+        try:
+            if verdict in (Verdict.ACCEPTED, Verdict.ASSUME_SENT):
+                message_id = settlement.message_id or "(unknown)"
+                self.ledger.complete(key, old, message_id)
+                outcome = (trail.SETTLED_SENT if verdict is Verdict.ACCEPTED
+                           else trail.ASSUMED_SENT)
+                self.report.attempt(queue_id, Attempt(
+                    old, purpose, recipients, outcome, ses_message_id=settlement.message_id,
+                    dsn="2.0.0", reason=settlement.reason, started=trail.stamp(started)))
+                return SendResult(Status.SENT, recipients, message_id, doubted=True,
+                                  reason=settlement.reason, timing=timing)
+            if verdict is Verdict.REJECTED:
+                # SES refused this attempt; an earlier one resent after a doubt may
+                # still have been accepted.
+                earlier_doubt = doubts > 1
+                self.ledger.release(key, old, doubted=earlier_doubt)
+                failure = SendFailure(ErrorClass.PERMANENT, "Reject", settlement.reason,
+                                      "5.7.1")
+                self.report.attempt(queue_id, Attempt(
+                    old, purpose, recipients, trail.SETTLED_REJECTED,
+                    ses_message_id=settlement.message_id, reason=settlement.reason,
+                    dsn="5.7.1", started=trail.stamp(started)))
+                return SendResult(Status.FAILED, recipients, failure=failure,
+                                  reason=failure.diagnostic, doubted=earlier_doubt,
+                                  timing=timing)
+            self.ledger.retry(key, old, attempt, lease)
+        except LedgerConflict:
+            return SendResult(Status.WAITING, recipients,
+                              reason="another invocation settled the send meanwhile")
+        except (BotoCoreError, ClientError) as exc:
+            return SendResult(Status.WAITING, recipients,
+                              reason=f"the send ledger could not be written: {exc}")
+        logger.warning(f"send {old} in doubt and not settled by SES's events: sending again "
+                       f"as {attempt} (ses_unknown_outcome = resend); the recipients may "
+                       "get two copies")
+        return None
+
+    def _doubt_text(self, cause: str) -> str:
+        if self.settler.events_expected:
+            then = (f"waiting up to {self.config.ses_unknown_outcome_wait}s for SES's "
+                    "events, then")
+        else:
+            then = "no SES events to settle it, so"
+        action = ("will resend" if self.config.ses_unknown_outcome == "resend"
+                  else "will assume it was sent")
+        return f"delivery status unknown ({cause}); {then} {action}"
+
+    def _complete(self, key: str, attempt: str, message_id: str) -> None:
+        try:
+            self.ledger.complete(key, attempt, message_id)
+        except (BotoCoreError, ClientError, LedgerConflict) as exc:
+            # SES took it; if the ledger does not say so, the lease runs out and the
+            # attempt is settled from SES's events (or ses_unknown_outcome).
+            logger.error(f"SES accepted the send as {message_id}, but the send ledger could "
+                         f"not record it: {exc}")
+
+    def _release(self, key: str, attempt: str, doubted: bool) -> None:
+        try:
+            self.ledger.release(key, attempt, doubted)
+        except (BotoCoreError, ClientError, LedgerConflict) as exc:
+            logger.warning(f"could not release the send ledger item: {exc}; the next try "
+                           "waits for its lease")
 
     # Outcomes -----------------------------------------------------------------------
 
     def _conclude(self, envelope: Envelope, record: SQSRecord, receive_count: int,
-                  failures: list[tuple[tuple[str, ...], SendFailure]],
-                  message: SpooledMessage, message_ids: list[str]) -> None:
-        """Some recipients failed: defer, bounce them, or give up to the DLQ."""
+                  failures: list[SendResult], message: SpooledMessage,
+                  results: list[SendResult], seen: datetime) -> None:
+        """Some sends did not succeed: defer, bounce them, or give up to the DLQ."""
         age = (utc_now() - envelope.received).total_seconds()
         expired = age >= self.config.maximal_queue_lifetime
-        for recipients, failure in failures:
-            logger.warning(f"{len(recipients)} recipient(s) failed "
-                           f"({failure.kind.value}): {failure.diagnostic}",
-                           extra={"recipients": list(recipients)})
-        retry = [f for f in failures
-                 if effective_class(f[1], receive_count).defers or self.config.soft_bounce]
+        for result in failures:
+            logger.warning(f"{len(result.recipients)} recipient(s) not sent "
+                           f"({result.status.value}): {result.reason}",
+                           extra={"recipients": list(result.recipients)})
+        retry = [r for r in failures if self.config.soft_bounce or (
+            r.defers and (r.failure is None
+                          or effective_class(r.failure, receive_count).defers))]
         if retry and not expired:
-            self._defer(record, envelope, retry, receive_count)
+            self._defer(record, envelope, receive_count, seen, failures)
 
-        failed = [
-            FailedRecipient(rcpt, failure.status, failure.diagnostic)
-            if effective_class(failure, receive_count) is ErrorClass.PERMANENT
-            else FailedRecipient(rcpt, EXPIRED_STATUS,
-                                 f"message expired after {age / 86400:.1f} days in the queue "
-                                 f"(maximal_queue_lifetime); last error {failure.diagnostic}")
-            for recipients, failure in failures for rcpt in recipients
-        ]
+        failed = [self._failed(result, rcpt, receive_count, age)
+                  for result in failures for rcpt in result.recipients]
+        timing = Timing(envelope.received, seen, utc_now(), 0.0)
+        for item in failed:
+            self.report.statuses(envelope.queue_id, [item.recipient], timing, item.status,
+                                 "bounced", item.diagnostic)
         if not envelope.mail_from or self.config.soft_bounce:
             why = "the sender is <>" if not envelope.mail_from else "soft_bounce = yes"
             self._give_up(envelope, f"undeliverable and not bounced because {why}: "
-                          + "; ".join(f"<{f.recipient}>: {f.diagnostic}" for f in failed))
-        self._bounce(envelope, record, receive_count, message, failed)
-        self._finish(envelope, message_ids)
+                          + "; ".join(f"<{f.recipient}>: {f.diagnostic}" for f in failed),
+                          [f.recipient for f in failed])
+        notify = [f for f in failed if not f.maybe_delivered
+                  or self.config.ses_unknown_outcome_dsn == "notice"]
+        if notify:
+            self._bounce(envelope, record, receive_count, message, notify, seen)
+        else:
+            logger.warning("no DSN: every failed recipient may have been delivered by an "
+                           "earlier send whose outcome was unknown (ses_unknown_outcome_dsn "
+                           "= none)")
+        self._finish(envelope, message, results, trail.STATE_BOUNCED)
 
-    def _defer(self, record: SQSRecord, envelope: Envelope,
-               failures: list[tuple[tuple[str, ...], SendFailure]], receive_count: int) -> NoReturn:
+    def _failed(self, result: SendResult, recipient: str, receive_count: int,
+                age: float) -> FailedRecipient:
+        maybe = result.doubted or result.status is Status.IN_DOUBT
+        if (result.failure is not None and result.status is Status.FAILED
+                and effective_class(result.failure, receive_count) is ErrorClass.PERMANENT):
+            return FailedRecipient(recipient, result.failure.status, result.failure.diagnostic,
+                                   maybe_delivered=maybe)
+        return FailedRecipient(recipient, EXPIRED_STATUS,
+                               f"message expired after {age / 86400:.1f} days in the queue "
+                               f"(maximal_queue_lifetime); last error {result.reason}",
+                               maybe_delivered=maybe)
+
+    def _defer(self, record: SQSRecord, envelope: Envelope, receive_count: int,
+               seen: datetime, failures: list[SendResult]) -> NoReturn:
         """Retry later: set the record's visibility to the backoff delay and raise."""
         minimal, maximal = self.config.minimal_backoff_time, self.config.maximal_backoff_time
-        paused = any(f.kind is ErrorClass.PAUSED for _, f in failures)
-        delay = (paused_delay(minimal, maximal) if paused
-                 else retry_delay(receive_count, minimal, maximal))
+        paused = any(r.failure is not None and r.failure.kind is ErrorClass.PAUSED
+                     for r in failures)
+        settling = all(r.status is Status.IN_DOUBT for r in failures)
+        if paused:
+            delay = paused_delay(minimal, maximal)
+        elif settling and self.settler.events_expected:
+            delay = min(SETTLE_DELAY, minimal)
+        else:
+            delay = retry_delay(receive_count, minimal, maximal)
+        queue_url = _queue_url(record.event_source_arn)
         try:
-            aws.client("sqs").change_message_visibility(
-                QueueUrl=_queue_url(record.event_source_arn),
-                ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay)
+            aws.client("sqs", budget=WORKER_AWS).change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=record.receipt_handle,
+                VisibilityTimeout=delay)
         except (ClientError, BotoCoreError) as exc:
             logger.warning(f"could not set the retry delay ({exc}); SQS retries after the "
                            "queue's visibility timeout")
         if paused:
             count(SENDING_PAUSED)
         count(DEFERRED)
-        reason = failures[0][1].diagnostic
+        reason = failures[0].reason
+        timing = Timing(envelope.received, seen, utc_now(), 0.0)
+        for result in failures:
+            dsn = (result.failure.status if result.failure is not None
+                   and result.failure.status.startswith("4") else
+                   UNKNOWN_STATUS if result.status is Status.IN_DOUBT else "4.0.0")
+            self.report.statuses(envelope.queue_id, result.recipients, result.timing or timing,
+                                 dsn, "deferred", result.reason)
+        self.report.deferred(
+            envelope.queue_id, reason=reason, delay=delay, receive_count=receive_count,
+            pending=[rcpt for r in failures for rcpt in r.recipients],
+            receipt_handle=record.receipt_handle, queue_url=queue_url,
+            in_doubt=[rcpt for r in failures if r.status is Status.IN_DOUBT
+                      for rcpt in r.recipients])
         logger.warning(f"deferred: retry in {delay}s (receive {receive_count}): {reason}",
                        extra={"retry_delay": delay, "receive_count": receive_count})
         raise MessageDeferred(reason)
 
-    def _give_up(self, envelope: Envelope, reason: str) -> NoReturn:
+    def _give_up(self, envelope: Envelope, reason: str, pending: list[str]) -> NoReturn:
+        where = "inline in the SQS message" if envelope.inline else (
+            f"s3://{envelope.bucket}/{envelope.key}, kept")
         logger.error(f"{reason}; the record stays on the queue until SQS moves it to the "
-                     f"dead-letter queue (spool object s3://{envelope.bucket}/{envelope.key} "
-                     "kept)")
+                     f"dead-letter queue (message {where})")
+        self.report.undeliverable(envelope.queue_id, reason, pending)
         count(FAILED)
         raise MessageUndeliverable(reason)
 
     def _bounce(self, envelope: Envelope, record: SQSRecord, receive_count: int,
-                message: SpooledMessage, failed: list[FailedRecipient]) -> None:
+                message: SpooledMessage, failed: list[FailedRecipient],
+                seen: datetime) -> None:
         """Send the DSN for failed recipients to the envelope sender."""
-        try:
-            message_id = self._send_dsn(
-                bounce={"queue_id": envelope.queue_id,
-                        "recipients": sorted(f.recipient for f in failed)},
-                envelope=envelope, message=message, failed=failed)["message_id"]
-        except SendFailure as failure:
-            if effective_class(failure, receive_count).defers:
-                self._defer(record, envelope, [(envelope.rcpt_to, failure)], receive_count)
-            self._give_up(envelope, f"the bounce to <{envelope.mail_from}> was refused: "
-                          f"{failure.diagnostic}")
-        except (IdempotencyAlreadyInProgressError, IdempotencyPersistenceLayerError) as exc:
-            self._defer(record, envelope, [(envelope.rcpt_to, SendFailure(
-                ErrorClass.TRANSIENT, type(exc).__name__, str(exc)))], receive_count)
-        count(BOUNCED)
-        logger.info(f"bounced {len(failed)} recipient(s): DSN to <{envelope.mail_from}> "
-                    f"as SES MessageId {message_id}",
-                    extra={"bounced": [f.recipient for f in failed]})
+        def build() -> bytes:
+            headers, _ = split_headers(message.read())
+            return build_dsn(envelope, headers, failed, self.config.ses_bounce_sender,
+                             self.config.myhostname, utc_now())
 
-    def _finish(self, envelope: Envelope, message_ids: list[str]) -> None:
-        """The message is done: tag its S3 object with the SES MessageIds, or delete it
-        when sesrelay_spool_retention is 0. Failures here only log: the mail went out."""
-        try:
-            if self.config.sesrelay_spool_retention == 0:
-                self.s3.delete_object(Bucket=envelope.bucket, Key=envelope.key)
-            elif message_ids:
-                self.s3.put_object_tagging(
-                    Bucket=envelope.bucket, Key=envelope.key,
-                    Tagging={"TagSet": [{"Key": TAG_SES_MESSAGE_ID,
-                                         "Value": _tag_ids(message_ids)}]})
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning(f"could not tag or delete s3://{envelope.bucket}/{envelope.key}: "
-                           f"{exc}")
-
-    # Idempotent sends (the data argument is the idempotency key) ---------------------
-
-    def _send_chunk_once(self, chunk: dict[str, Any], message: SpooledMessage,
-                         envelope: Envelope) -> dict[str, str]:
-        return {"message_id": self.sender.send(message.read(), envelope.mail_from,
-                                               chunk["recipients"], envelope.queue_id)}
-
-    def _send_dsn_once(self, bounce: dict[str, Any], envelope: Envelope,
-                       message: SpooledMessage, failed: list[FailedRecipient]) -> dict[str, str]:
-        headers, _ = split_headers(message.read())
-        dsn = build_dsn(envelope, headers, failed, self.config.ses_bounce_sender,
-                        self.config.myhostname, utc_now())
+        recipients = tuple(sorted(f.recipient for f in failed))
         # SES cannot send from the null sender a DSN should have (RFC 3464): the bounce
         # address is the envelope sender instead.
-        return {"message_id": self.sender.send(dsn, self.config.ses_bounce_sender,
-                                               [envelope.mail_from], envelope.queue_id)}
+        result = self._send(trail.PURPOSE_DSN, DSN_PREFIX, envelope, recipients,
+                            (envelope.mail_from,), self.config.ses_bounce_sender, build, seen)
+        if result.status is Status.FAILED and result.failure is not None and not (
+                effective_class(result.failure, receive_count).defers):
+            self._give_up(envelope, f"the bounce to <{envelope.mail_from}> was refused: "
+                          f"{result.reason}", list(recipients))
+        if result.status is not Status.SENT:
+            self._defer(record, envelope, receive_count, seen,
+                        [replace(result, reason=f"the bounce to <{envelope.mail_from}> was "
+                                 f"not sent: {result.reason}")])
+        count(BOUNCED)
+        if not result.logged:
+            self.report.line(maillog.BOUNCE, maillog.bounce_notice(envelope.queue_id,
+                                                                   result.message_id))
+        self.report.note(envelope.queue_id, trail.BOUNCED, recipients=list(recipients),
+                         dsn_sent=True, ses_message_id=result.message_id)
+        logger.info(f"bounced {len(failed)} recipient(s): DSN to <{envelope.mail_from}> "
+                    f"as SES MessageId {result.message_id}",
+                    extra={"bounced": [f.recipient for f in failed]})
+
+    def _finish(self, envelope: Envelope, message: SpooledMessage,
+                results: list[SendResult], status: str) -> None:
+        """The message is done: keep it in S3 for sesrelay_spool_retention (tagged with
+        the SES MessageIds) or delete it. Failures here only log: the mail went out."""
+        message_ids = [r.message_id for r in results if r.message_id]
+        if message_ids:
+            logger.info(f"sent to {sum(len(r.recipients) for r in results if r.message_id)} "
+                        f"recipient(s): SES MessageId {', '.join(message_ids)}",
+                        extra={"ses_message_ids": message_ids})
+        try:
+            self._keep_or_delete(envelope, message, message_ids)
+        except (ClientError, BotoCoreError, SpoolObjectMissing, SendFailure) as exc:
+            logger.warning(f"could not keep or delete the message in S3: {exc}")
+        self.report.line(maillog.QMGR, maillog.removed(envelope.queue_id))
+        self.report.finished(envelope.queue_id, status, ses_message_ids=message_ids)
+
+    def _keep_or_delete(self, envelope: Envelope, message: SpooledMessage,
+                        message_ids: list[str]) -> None:
+        tagging = {"TagSet": [{"Key": TAG_SES_MESSAGE_ID, "Value": _tag_ids(message_ids)}]}
+        if self.config.sesrelay_spool_retention == 0:
+            if not envelope.inline:
+                self.s3.delete_object(Bucket=envelope.bucket, Key=envelope.key)
+        elif not message_ids:
+            return
+        elif envelope.inline:
+            # Kept as if it had been spooled to S3, so retention means the same for all.
+            if self.config.sesrelay_spool_bucket:
+                self.s3.put_object(
+                    Bucket=self.config.sesrelay_spool_bucket,
+                    Key=object_key(envelope.queue_id, envelope.received), Body=envelope.message(),
+                    ContentType="message/rfc822",
+                    Tagging="&".join(f"{t['Key']}={t['Value'].replace(' ', '+')}"
+                                     for t in tagging["TagSet"]))
+        else:
+            self.s3.put_object_tagging(Bucket=envelope.bucket, Key=envelope.key,
+                                       Tagging=tagging)
+
+
+def _sent_text(result: SendResult) -> str:
+    text = f"250 Ok {result.message_id}"
+    if result.reason:
+        text += f" ({result.reason}, after a send whose answer was lost)"
+    return text
 
 
 def _tag_ids(message_ids: list[str]) -> str:
     """MessageIds for the S3 tag: as many whole IDs as fit in a tag value (all of them
     are in the log line)."""
-    value = message_ids[0][:S3_TAG_MAX]
+    value = message_ids[0][:S3_TAG_MAX] if message_ids else ""
     for message_id in message_ids[1:]:
         if len(value) + 1 + len(message_id) > S3_TAG_MAX:
             break

@@ -32,6 +32,20 @@ class FailedRecipient:
     recipient: str
     status: str  # RFC 3463 enhanced status code, 5.x.x
     diagnostic: str
+    # An earlier send to this recipient lost its answer: SES may have accepted it.
+    maybe_delivered: bool = False
+
+    @property
+    def full_diagnostic(self) -> str:
+        """The diagnostic, with the warning when the message may have been delivered."""
+        if not self.maybe_delivered:
+            return self.diagnostic
+        return (f"{MAYBE_DELIVERED} Later attempts failed: {self.diagnostic}")
+
+
+# RFC 3464 has no action for "unknown": the DSN says failed, and says this plainly.
+MAYBE_DELIVERED = ("delivery status unknown: SES may have accepted this message from an "
+                   "earlier attempt whose answer was lost, so it may have been delivered.")
 
 
 def _one_line(text: str) -> str:
@@ -66,7 +80,7 @@ def build_dsn(envelope: Envelope, original_headers: bytes, failed: list[FailedRe
         f"The message has queue ID {envelope.queue_id}.",
         "",
     ]
-    lines += [f"<{f.recipient}>: {_one_line(f.diagnostic)}" for f in failed]
+    lines += [f"<{f.recipient}>: {_one_line(f.full_diagnostic)}" for f in failed]
     report.attach(MIMEText("\n".join(lines) + "\n", "plain"))
 
     status = MIMEBase("message", "delivery-status")
@@ -81,7 +95,7 @@ def build_dsn(envelope: Envelope, original_headers: bytes, failed: list[FailedRe
             ("Final-Recipient", f"rfc822; {f.recipient}"),
             ("Action", "failed"),
             ("Status", f.status),
-            ("Diagnostic-Code", f"{DIAGNOSTIC_TYPE}; {f.diagnostic}"),
+            ("Diagnostic-Code", f"{DIAGNOSTIC_TYPE}; {f.full_diagnostic}"),
         ])
         for f in failed
     ]

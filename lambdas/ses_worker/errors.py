@@ -12,6 +12,8 @@ import enum
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sesrelay.aws import certainly_not_done, error_code
+
 
 class ErrorClass(enum.Enum):
     """What to do about a failed send."""
@@ -64,8 +66,38 @@ class SendFailure(Exception):
         return f"{self.code}: {self.message}"
 
 
+class SendUnknown(Exception):
+    """A send whose outcome is unknown: its answer was lost or came too late, or SES
+    answered 5xx. SES may have accepted it; it must not be repeated blindly."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def diagnostic(self) -> str:
+        """The error as it appears in logs."""
+        return f"{self.code}: {self.message}"
+
+
+def classify_send(exc: ClientError | BotoCoreError) -> SendFailure | SendUnknown:
+    """A failed SendEmail: a SendFailure when SES certainly did not accept it (it
+    answered 4xx, or the request never left), else SendUnknown."""
+    if not certainly_not_done(exc):
+        return SendUnknown(error_code(exc) or type(exc).__name__, _text(exc))
+    return classify(exc)
+
+
+def _text(exc: ClientError | BotoCoreError) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    return str(exc)
+
+
 def classify(exc: ClientError | BotoCoreError) -> SendFailure:
-    """Turn a boto3 error from SES into a SendFailure of the right class."""
+    """Turn a boto3 error (from SES, or from S3 reading the message) into a SendFailure
+    of the right class."""
     if isinstance(exc, BotoCoreError):  # connection refused, timeouts: never SES's verdict
         return SendFailure(ErrorClass.TRANSIENT, type(exc).__name__, str(exc))
     error = exc.response.get("Error", {})

@@ -1,25 +1,40 @@
-"""The SES v2 SendEmail call: request parameters, recipient chunks and tags."""
+"""The SES v2 SendEmail call: request parameters, recipient chunks, tags, and which
+failures may be retried at once.
+
+botocore never retries a SendEmail here (sesrelay.timeouts.WORKER_SES): SES has no
+idempotency token, and a retry after a lost answer would be a second copy. The sender
+retries, within the same call to send(), only what certainly did not reach SES:
+throttling answers and requests that never left (no connection). Anything else that
+fails without SES's verdict is SendUnknown, for the ledger to settle.
+"""
 
 from __future__ import annotations
 
+import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ses_worker.errors import classify
+from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify_send
 from ses_worker.observability import milliseconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from sesrelay.config import Config
 from sesrelay.telemetry import SES_LATENCY
+from sesrelay.trail import ATTEMPT_TAG, QUEUE_ID_TAG
 
 # SES v2 SendEmail accepts at most 50 destination addresses per call.
 MAX_RECIPIENTS_PER_CALL = 50
-QUEUE_ID_TAG = "sesrelay-queue-id"
 # SES message tags: ASCII letters, digits, '_' and '-', at most 256 characters.
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TAG_MAX = 256
+# Immediate retries of a send that certainly did not reach SES (throttled, or no
+# connection), with jittered pauses, as botocore's standard mode would have made.
+QUICK_RETRIES = 2
+QUICK_RETRY_PAUSE = 0.5
+_RESERVED_TAGS = (QUEUE_ID_TAG, ATTEMPT_TAG)
 
 
 def recipient_chunks(recipients: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -35,30 +50,36 @@ def tag_value(text: str) -> str:
     return _TAG_UNSAFE.sub("_", text)[:_TAG_MAX] or "_"
 
 
-def email_tags(config: Config, queue_id: str) -> list[dict[str, str]]:
-    """The configured tags plus the queue ID tag (which wins over a configured tag of
-    the same name: SES rejects duplicate names)."""
+def email_tags(config: Config, queue_id: str, attempt: str) -> list[dict[str, str]]:
+    """The configured tags plus the queue ID and attempt tags (which win over configured
+    tags of the same names: SES rejects duplicate names). SES returns them in every
+    event about the message, which is how an event finds its send."""
     tags = [{"Name": t.name, "Value": t.value} for t in config.ses_email_tags
-            if t.name != QUEUE_ID_TAG]
+            if t.name not in _RESERVED_TAGS]
     tags.append({"Name": QUEUE_ID_TAG, "Value": tag_value(queue_id)})
+    tags.append({"Name": ATTEMPT_TAG, "Value": tag_value(attempt)})
     return tags
 
 
 class SesSender:
     """Sends raw messages through SES v2 at no more than the configured rate."""
 
-    def __init__(self, config: Config, ses: Any, limiter: RecipientRateLimiter):
+    def __init__(self, config: Config, ses: Any, limiter: RecipientRateLimiter,
+                 sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self.ses = ses
         self.limiter = limiter
+        self._sleep = sleep
 
-    def send(self, raw: bytes, sender: str, recipients: list[str], queue_id: str) -> str:
+    def send(self, raw: bytes, sender: str, recipients: list[str], queue_id: str,
+             attempt: str, time_left: Callable[[], float]) -> str:
         """Send raw to recipients with sender as envelope sender ("" for <>); return the
-        SES MessageId. Raises SendFailure."""
+        SES MessageId. Raises SendFailure when SES certainly did not accept it, and
+        SendUnknown when it may have. time_left() is the seconds a retry may still use."""
         request: dict[str, Any] = {
             "Destination": {"ToAddresses": recipients},
             "Content": {"Raw": {"Data": raw}},
-            "EmailTags": email_tags(self.config, queue_id),
+            "EmailTags": email_tags(self.config, queue_id, attempt),
         }
         # SES has no null envelope sender: without FromEmailAddress it uses the From:
         # header, and its own bounce address as MAIL FROM.
@@ -68,12 +89,29 @@ class SesSender:
             request["ConfigurationSetName"] = self.config.ses_configuration_set
         if self.config.ses_identity_arn:
             request["FromEmailAddressIdentityArn"] = self.config.ses_identity_arn
-        self.limiter.acquire(len(recipients))
-        started = time.monotonic()
-        try:
-            response = self.ses.send_email(**request)
-        except (ClientError, BotoCoreError) as exc:
-            raise classify(exc) from exc
-        finally:
-            milliseconds(SES_LATENCY, (time.monotonic() - started) * 1000)
-        return str(response["MessageId"])
+        for retry in range(QUICK_RETRIES + 1):
+            self.limiter.acquire(len(recipients))
+            started = time.monotonic()
+            try:
+                response = self.ses.send_email(**request)
+            except (ClientError, BotoCoreError) as exc:
+                outcome = classify_send(exc)
+                if isinstance(outcome, SendUnknown) or not self._quick_retry(
+                        outcome, retry, time_left):
+                    raise outcome from exc
+                continue
+            finally:
+                milliseconds(SES_LATENCY, (time.monotonic() - started) * 1000)
+            return str(response["MessageId"])
+        raise AssertionError("unreachable")  # the last retry raises or returns
+
+    def _quick_retry(self, failure: SendFailure, retry: int,
+                     time_left: Callable[[], float]) -> bool:
+        """Pause and return True if a throttled or unsent request may be tried again now."""
+        retryable = failure.kind is ErrorClass.THROTTLED or failure.code in (
+            "EndpointConnectionError", "ConnectTimeoutError")
+        pause = QUICK_RETRY_PAUSE * (2 ** retry) * random.uniform(0.5, 1.5)
+        if not retryable or retry >= QUICK_RETRIES or time_left() < pause:
+            return False
+        self._sleep(pause)
+        return True

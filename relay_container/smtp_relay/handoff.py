@@ -1,24 +1,39 @@
-"""The durable handoff: message bytes to S3, then the envelope to SQS.
+"""The durable handoff: the commit protocol from the end of DATA to the relay's reply.
 
-The relay answers 250 only after both calls succeeded. If either call fails (or times
-out, when it may still have taken effect) the S3 object is deleted again, so an envelope
-that reached SQS anyway finds no object and the worker drops it: nothing the client was
-told to retry is ever sent by us.
+A message is either acknowledged (250) and sent once, or refused (451) and never sent
+(docs/COMMIT.md has the whole protocol, step by step):
+
+1. A message whose envelope fits one SQS message travels inside it; a larger one is
+   first written to S3 (PutObject, idempotent, retried by botocore). A failed S3 write
+   means 451: no envelope names the object, and the bucket's lifecycle rule removes it.
+2. The commit is the envelope's SendMessage. The relay retries it itself, because it must
+   know whether any attempt may have reached SQS: an attempt that failed with an answer
+   from SQS (4xx) or before any connection certainly did not; a lost or late answer, or a
+   5xx, may have. A repeated envelope is harmless (the worker sends each recipient chunk
+   once), so a retry is always safe.
+3. If every attempt certainly failed: 451. If one may have reached SQS, the relay settles
+   it with a commit record (sesrelay.commit): its refusal either wins (451, and the worker
+   drops the envelope whenever it comes) or loses to the worker's claim (the message is
+   queued and being sent: 250).
+4. A client that leaves before step 2 gets nothing queued. Once step 2 has begun the store
+   runs to its end even if the session is gone, and a drain waits for it (`stores`).
 
 SQS sends are group-committed: envelopes of messages that finish at about the same time,
-in different sessions, go out together in one SendMessageBatch (at most 10 entries), which
-costs one request instead of ten. An envelope waits only while other messages are still
-being written to S3 (their envelopes are about to come), never longer than BATCH_WINDOW,
-so a lone client sees no added latency. Each message still waits for its own entry's
-result: a failed entry withdraws that message's object and gives that client alone a 451.
+in different sessions, go out together in one SendMessageBatch (at most 10 entries and
+256 KiB). An envelope waits only while other messages are still being written to S3
+(their envelopes are about to come), never longer than BATCH_WINDOW, so a lone client
+sees no added latency; while MAX_BATCHES_IN_FLIGHT calls are out, envelopes gather and
+leave together when one returns. Each message still waits for its own entry's result.
 A batch of one is sent as a plain SendMessage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +41,22 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import determine_content_length
 
-from sesrelay import aws
-from sesrelay.spool import META_CONTRACT_VERSION, META_QUEUE_ID, Envelope
+from sesrelay import aws, commit
+from sesrelay.spool import META_CONTRACT_VERSION, META_QUEUE_ID, Envelope, spool_envelope
+from sesrelay.timeouts import (
+    RELAY_COMMIT,
+    RELAY_COMMIT_TRIES,
+    RELAY_RETRY_PAUSES,
+    RELAY_S3,
+    RELAY_SQS,
+    RELAY_SQS_TRIES,
+)
 
 log = logging.getLogger("sesrelay.relay")
 
-# Enough threads to keep the HTTP connection pool (aws.CLIENT_CONFIG) busy.
-_executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="spool")
+# Enough threads to keep the HTTP connection pools busy.
+POOL = 64
+_executor = ThreadPoolExecutor(max_workers=POOL, thread_name_prefix="spool")
 
 MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
 # SQS's limit on the bodies of one SendMessageBatch call (and on one message) is 256 KiB.
@@ -101,58 +125,102 @@ def _expect_continue_for_large_bodies(params: dict[str, Any], **_: Any) -> None:
         params["headers"].pop("Expect", None)
 
 
+class _Outcome(enum.Enum):
+    """What the SQS sends of one envelope came to."""
+
+    QUEUED = 1  # SQS took it
+    NOT_QUEUED = 2  # certainly not in the queue
+    UNKNOWN = 3  # an attempt may have reached SQS
+
+
 @dataclass(frozen=True)
 class _Entry:
     """An envelope waiting for its SQS send: its JSON body, made once, and the future its
-    session awaits."""
+    store awaits."""
 
     envelope: Envelope
     body: str
-    done: asyncio.Future[None]
+    done: asyncio.Future[tuple[_Outcome, str]]
 
 
 class SpoolError(Exception):
-    """The message could not be made durable; the client must retry (451)."""
+    """The message is not queued and never will be; the client must retry (451)."""
+
+
+class _Abandoned:
+    """Set when the session awaiting a store is gone (connection lost, drain over)."""
+
+    def __init__(self) -> None:
+        self.flag = False
 
 
 class Spool:
-    """Writes accepted messages to the S3 bucket and SQS queue named in the configuration."""
+    """Commits accepted messages to the SQS queue (and the S3 bucket for large ones)."""
 
-    def __init__(self, bucket: str, queue_url: str) -> None:
+    def __init__(self, bucket: str, queue_url: str, table: str) -> None:
         self.bucket = bucket
         self.queue_url = queue_url
-        self._s3 = aws.client("s3")
+        self.table = table
+        self._s3 = aws.client("s3", budget=RELAY_S3, pool=POOL)
         # Registered last on "before-call.s3", where botocore's own handler sits.
         self._s3.meta.events.register_last("before-call.s3", _expect_continue_for_large_bodies,
                                            unique_id="sesrelay-expect-continue")
-        self._sqs = aws.client("sqs")
+        self._sqs = aws.client("sqs", budget=RELAY_SQS, pool=POOL)
+        self._dynamodb = aws.client("dynamodb", budget=RELAY_COMMIT, pool=POOL)
         self._batch_window = BATCH_WINDOW
         self._max_in_flight = MAX_BATCHES_IN_FLIGHT
         self._pending: list[_Entry] = []
         self._in_flight = 0
         self._putting = 0  # messages being written to S3, whose envelopes will follow
         self._timer: asyncio.TimerHandle | None = None
+        self.stores: set[asyncio.Task[Envelope]] = set()  # under way; a drain waits for them
 
-    async def store(self, envelope: Envelope, message: bytes | bytearray) -> None:
-        """Make the message durable, off the event loop. Raises SpoolError on any failure."""
-        loop = asyncio.get_running_loop()
-        self._putting += 1
+    async def store(self, fields: dict[str, Any], message: bytes | bytearray,
+                    key: str) -> Envelope:
+        """Commit the message (S3 key `key` if it must go to S3); return its envelope.
+        Raises SpoolError when it is not queued. Cancelling the caller abandons the
+        store if the commit has not begun, and otherwise lets it finish."""
+        abandoned = _Abandoned()
+        task = asyncio.get_running_loop().create_task(
+            self._store(fields, message, key, abandoned))
+        self.stores.add(task)
+        task.add_done_callback(self.stores.discard)
         try:
-            await loop.run_in_executor(_executor, self._put, envelope, message)
-        except BaseException:
-            self._putting -= 1
-            if self._pending:  # they may have been waiting for this message alone
-                self._schedule(loop)
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            abandoned.flag = True
             raise
-        self._putting -= 1
-        entry = _Entry(envelope, envelope.to_json(), loop.create_future())
+
+    async def _store(self, fields: dict[str, Any], message: bytes | bytearray, key: str,
+                     abandoned: _Abandoned) -> Envelope:
+        loop = asyncio.get_running_loop()
+        envelope, body = spool_envelope(fields, message, self.bucket, key)
+        if not envelope.inline:
+            self._putting += 1
+            try:
+                await loop.run_in_executor(_executor, self._put, envelope, message)
+            except BaseException:
+                self._putting -= 1
+                if self._pending:  # they may have been waiting for this message alone
+                    self._schedule(loop)
+                raise
+            self._putting -= 1
+        if abandoned.flag:
+            if self._pending:
+                self._schedule(loop)
+            raise SpoolError("the client left before the message was committed")
+        entry = _Entry(envelope, body, loop.create_future())
         self._pending.append(entry)
         self._schedule(loop)
-        try:
-            await entry.done
-        except SpoolError:
-            await loop.run_in_executor(_executor, self._withdraw, envelope)
-            raise
+        outcome, error = await entry.done
+        if outcome is _Outcome.QUEUED:
+            return envelope
+        if outcome is _Outcome.NOT_QUEUED:
+            raise SpoolError(f"SQS did not take the envelope: {error}")
+        if await loop.run_in_executor(_executor, self._settle, envelope.queue_id, error):
+            return envelope
+        raise SpoolError(f"SQS may have taken the envelope ({error}); refused it with a "
+                         "commit record, so it will never be sent")
 
     def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
         try:
@@ -163,9 +231,32 @@ class Spool:
                           str(envelope.version)},
             )
         except (BotoCoreError, ClientError) as exc:
-            # A failed or timed-out PutObject may still have stored the object.
-            self._withdraw(envelope)
+            # No envelope will name the object; the lifecycle rule removes it.
             raise SpoolError(f"S3 PutObject failed: {exc}") from exc
+
+    def _settle(self, queue_id: str, error: str) -> bool:
+        """After an SQS send whose outcome is unknown: True if the message turned out to
+        be queued (a worker claimed it), False once it is refused for good. Raises
+        SpoolError if neither could be established."""
+        for attempt in range(RELAY_COMMIT_TRIES):
+            if attempt:
+                time.sleep(RELAY_RETRY_PAUSES[min(attempt, len(RELAY_RETRY_PAUSES)) - 1])
+            try:
+                refused = commit.refuse(self._dynamodb, self.table, queue_id)
+            except (BotoCoreError, ClientError) as exc:
+                last = exc
+                continue
+            if refused:
+                log.warning("%s: SQS may have taken the envelope (%s); refused with a "
+                            "commit record: it will not be sent", queue_id, error)
+                return False
+            log.warning("%s: SQS's answer was lost (%s), but a worker has claimed the "
+                        "message: it is queued", queue_id, error)
+            return True
+        log.error("%s: in doubt: SQS may have taken the envelope (%s) and the commit record "
+                  "could not be written (%s); the client is told to retry, so this message "
+                  "may be delivered twice", queue_id, error, last)
+        raise SpoolError(f"in doubt: {error}; commit record: {last}")
 
     # --- group commit of SQS sends ------------------------------------------------------
 
@@ -190,28 +281,22 @@ class Spool:
             future = loop.run_in_executor(_executor, self._send, batch)
             future.add_done_callback(lambda f, batch=batch: self._sent(batch, f))
 
-    def _sent(self, batch: list[_Entry], result: asyncio.Future[dict[str, str]]) -> None:
+    def _sent(self, batch: list[_Entry],
+              result: asyncio.Future[dict[str, tuple[_Outcome, str]]]) -> None:
         """Resolve each message of a returned call with its own entry's outcome."""
         self._in_flight -= 1
         exc = result.exception()
-        failed = {} if exc is not None else result.result()
+        outcomes = {} if exc is not None else result.result()
         for entry in batch:
-            queue_id, done = entry.envelope.queue_id, entry.done
-            if done.cancelled():
-                continue  # the session is gone (connection lost); no one to answer
-            if exc is not None:
-                done.set_exception(exc)
-            elif queue_id in failed:
-                done.set_exception(SpoolError(
-                    f"SQS SendMessageBatch entry failed: {failed[queue_id]}"))
-            else:
-                done.set_result(None)
+            if not entry.done.done():
+                entry.done.set_result(outcomes.get(
+                    entry.envelope.queue_id, (_Outcome.UNKNOWN, f"internal error: {exc}")))
         if self._pending:
             self._flush()
 
     def _take_batch(self) -> list[_Entry]:
         """The oldest pending envelopes that fit one call: at most MAX_BATCH entries and
-        MAX_BATCH_BYTES of bodies (an envelope with many recipients is large)."""
+        MAX_BATCH_BYTES of bodies."""
         count, size = 0, 0
         for entry in self._pending[:MAX_BATCH]:
             size += len(entry.body)
@@ -221,25 +306,42 @@ class Spool:
         batch, self._pending = self._pending[:count], self._pending[count:]
         return batch
 
-    def _send(self, batch: list[_Entry]) -> dict[str, str]:
-        """One SendMessage or SendMessageBatch call; the failed entries by queue ID."""
-        try:
-            if len(batch) == 1:
-                self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=batch[0].body)
-                return {}
-            answer = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": e.envelope.queue_id, "MessageBody": e.body} for e in batch])
-        except (BotoCoreError, ClientError) as exc:
-            operation = "SendMessage" if len(batch) == 1 else "SendMessageBatch"
-            raise SpoolError(f"SQS {operation} failed: {exc}") from exc
+    def _send(self, batch: list[_Entry]) -> dict[str, tuple[_Outcome, str]]:
+        """Send the batch's envelopes, retrying what SQS did not take; the outcome of
+        each by queue ID, with the last error."""
+        outcomes: dict[str, tuple[_Outcome, str]] = {}
+        remaining = {e.envelope.queue_id: e for e in batch}
+        maybe: set[str] = set()  # sent by an attempt whose outcome is unknown
+        errors: dict[str, str] = {}
+        for attempt in range(RELAY_SQS_TRIES):
+            if attempt:
+                time.sleep(RELAY_RETRY_PAUSES[attempt - 1])
+            try:
+                failed = self._send_once(list(remaining.values()))
+            except (BotoCoreError, ClientError) as exc:
+                if not aws.certainly_not_done(exc):
+                    maybe.update(remaining)
+                errors = dict.fromkeys(remaining, f"{type(exc).__name__}: {exc}")
+                continue
+            for queue_id in list(remaining):
+                if queue_id not in failed:
+                    outcomes[queue_id] = (_Outcome.QUEUED, "")
+                    del remaining[queue_id]
+            errors = failed
+            if not remaining:
+                break
+        for queue_id in remaining:
+            outcome = _Outcome.UNKNOWN if queue_id in maybe else _Outcome.NOT_QUEUED
+            outcomes[queue_id] = (outcome, errors.get(queue_id, "unknown error"))
+        return outcomes
+
+    def _send_once(self, batch: list[_Entry]) -> dict[str, str]:
+        """One SendMessage or SendMessageBatch call; the entries SQS reported failed
+        (which it did not queue), by queue ID."""
+        if len(batch) == 1:
+            self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=batch[0].body)
+            return {}
+        answer = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
+            {"Id": e.envelope.queue_id, "MessageBody": e.body} for e in batch])
         return {f["Id"]: f"{f.get('Code', '')}: {f.get('Message', '')}"
                 for f in answer.get("Failed", [])}
-
-    def _withdraw(self, envelope: Envelope) -> None:
-        try:
-            self._s3.delete_object(Bucket=envelope.bucket, Key=envelope.key)
-        except (BotoCoreError, ClientError) as exc:
-            # The worker never sends an object without an envelope, and the bucket's
-            # lifecycle rule expires it; this is untidy, not dangerous.
-            log.warning("%s: could not delete s3://%s/%s after the failed store: %s",
-                        envelope.queue_id, envelope.bucket, envelope.key, exc)

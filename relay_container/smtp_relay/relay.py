@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 from aiosmtpd.proxy_protocol import V2_CMD, ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from sesrelay import telemetry
+from sesrelay import maillog, telemetry
 from sesrelay.config import Config
 from sesrelay.spool import MAX_ADDRESS_LENGTH, new_queue_id, object_key, utc_now
-from sesrelay.spool import Envelope as SpoolEnvelope
 from smtp_relay import replies
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, received_header
@@ -179,27 +178,28 @@ class Relay:
             return replies.queued(queue_id)
         envelope = transaction.envelope
         session = transaction.session
-        spooled = SpoolEnvelope(
-            queue_id=queue_id,
-            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
-            rcpt_to=tuple(envelope.rcpt_tos),
-            bucket=self.spool.bucket,
-            key=object_key(queue_id, transaction.received_at),
-            size=len(message),
-            client_address=client_address(session),
-            client_helo=session.host_name or "",
-            received_at=transaction.received_at.isoformat(),
-        )
+        fields = {
+            "queue_id": queue_id,
+            "mail_from": "" if envelope.mail_from == "<>" else envelope.mail_from or "",
+            "rcpt_to": tuple(envelope.rcpt_tos),
+            "size": len(message),
+            "client_address": client_address(session),
+            "client_helo": session.host_name or "",
+            "received_at": transaction.received_at.isoformat(),
+        }
         started = time.monotonic()
         try:
-            await self.spool.store(spooled, message)
+            spooled = await self.spool.store(fields, message,
+                                             object_key(queue_id, transaction.received_at))
         except SpoolError as exc:
-            log.error("%s: spool failed, client told to retry: %s", queue_id, exc)
+            log.error("%s: not queued, client told to retry: %s", queue_id, exc)
             return replies.SPOOL_FAILED
         self.metrics.spool_latency((time.monotonic() - started) * 1000)
-        log.info("%s: client=%s, helo=<%s>, from=<%s>, nrcpt=%d, size=%d: queued as s3://%s/%s",
-                 queue_id, _client(session), session.host_name, spooled.mail_from,
-                 len(spooled.rcpt_to), spooled.size, spooled.bucket, spooled.key)
+        log.info("%s", maillog.client(queue_id, client_address(session)),
+                 extra={"maillog_program": maillog.SMTPD})
+        log.info("%s", maillog.queued(queue_id, spooled.mail_from, spooled.size,
+                                      len(spooled.rcpt_to)),
+                 extra={"maillog_program": maillog.QMGR})
         return replies.queued(queue_id)
 
     def record_reply(self, transaction: Transaction, reply: str) -> None:

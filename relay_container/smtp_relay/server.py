@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sesrelay.config import Config, ConfigError
+from sesrelay.timeouts import DRAIN_SECONDS
 from smtp_relay.handoff import Spool
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.relay import Relay
@@ -69,14 +70,18 @@ class RelayServer:
     """The listening sockets and the relay behind them."""
 
     def __init__(self, config: Config, addresses: list[Listener] | None = None) -> None:
-        if not config.sesrelay_spool_bucket or not config.sesrelay_spool_queue_url:
-            raise ConfigError("sesrelay_spool_bucket and sesrelay_spool_queue_url must be set "
-                              "(SESRELAY_SPOOL_BUCKET, SESRELAY_SPOOL_QUEUE_URL)")
+        if not (config.sesrelay_spool_bucket and config.sesrelay_spool_queue_url
+                and config.sesrelay_idempotency_table):
+            raise ConfigError("sesrelay_spool_bucket, sesrelay_spool_queue_url and "
+                              "sesrelay_idempotency_table must be set (SESRELAY_SPOOL_BUCKET, "
+                              "SESRELAY_SPOOL_QUEUE_URL, SESRELAY_IDEMPOTENCY_TABLE): without "
+                              "the table a lost SQS answer could not be settled")
         self.config = config
         self.addresses = addresses or listeners(config)
         self.metrics = RelayMetrics()
         self.relay = Relay(config, Spool(config.sesrelay_spool_bucket,
-                                         config.sesrelay_spool_queue_url), self.metrics)
+                                         config.sesrelay_spool_queue_url,
+                                         config.sesrelay_idempotency_table), self.metrics)
         self._servers: list[asyncio.Server] = []
 
     async def start(self, reuse_port: bool = False) -> list[tuple[str, int]]:
@@ -102,7 +107,11 @@ class RelayServer:
         return bound
 
     async def drain(self, timeout: float) -> None:
-        """Stop accepting, let transactions finish, 421 the idle, then close everything."""
+        """Stop accepting, let transactions finish, 421 the idle, then close everything.
+
+        Stores under way when the time is up still run to their end (each is bounded by
+        its call budget, sesrelay.timeouts), so a message is either queued or refused,
+        never left half-committed by the exit."""
         self.relay.draining = True
         for server in self._servers:
             server.close()
@@ -118,13 +127,17 @@ class RelayServer:
                 log.warning("drain time over: closing a session in mid-transaction; the "
                             "client was not answered and keeps its message")
                 session.transport.close()
+        stores = self.relay.spool.stores
+        if stores:
+            log.info("draining: waiting for %d messages being stored", len(stores))
+            await asyncio.wait(list(stores))
         for server in self._servers:
             await server.wait_closed()
         self.metrics.flush()
 
 
 async def run(config: Config, addresses: list[Listener] | None = None,
-              drain_timeout: float = 25.0, reuse_port: bool = False,
+              drain_timeout: float = DRAIN_SECONDS, reuse_port: bool = False,
               on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain."""
     server = RelayServer(config, addresses)

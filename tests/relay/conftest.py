@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sesrelay import aws
+from sesrelay import aws, commit
 from sesrelay.config import Config, load_config
 from sesrelay.spool import Envelope
 from smtp_relay.server import Listener, RelayServer
@@ -22,6 +22,7 @@ from tests.support import free_port
 REGION = "us-east-1"
 BUCKET = "sesrelay-test-spool"
 QUEUE = "sesrelay-test-spool"
+TABLE = "sesrelay-test-idempotency"
 
 
 @dataclass
@@ -39,23 +40,34 @@ class SpoolAccount:
     queue_url: str
 
     def queued(self) -> list[Spooled]:
-        """Every envelope in the queue whose message object exists: what the worker would
-        send (it drops an envelope without its object). Received and left in flight."""
-        sqs, s3 = boto3.client("sqs", region_name=REGION), boto3.client("s3",
-                                                                         region_name=REGION)
-        found = []
+        """What the worker would send: every envelope in the queue that no commit record
+        refuses, with its message (inline or from S3), each queue ID once (a repeated
+        envelope is sent once). Received and left in flight."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        s3 = boto3.client("s3", region_name=REGION)
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        found: dict[str, Spooled] = {}
         while True:
             batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
                                         VisibilityTimeout=300).get("Messages", [])
             if not batch:
-                return found
+                return list(found.values())
             for message in batch:
                 envelope = Envelope.from_json(message["Body"])
-                try:
+                if commit.read(dynamodb, TABLE, envelope.queue_id) is not None:
+                    continue  # refused by the relay
+                if envelope.inline:
+                    raw = envelope.message()
+                else:
                     raw = s3.get_object(Bucket=envelope.bucket, Key=envelope.key)["Body"].read()
-                except s3.exceptions.NoSuchKey:
-                    continue
-                found.append(Spooled(envelope, raw))
+                found.setdefault(envelope.queue_id, Spooled(envelope, raw))
+
+    def envelopes(self) -> int:
+        """How many envelopes the queue holds, refused ones and repeats included."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        attributes = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return sum(int(v) for v in attributes["Attributes"].values())
 
     def objects(self) -> list[str]:
         """Keys of every object in the spool bucket."""
@@ -78,8 +90,16 @@ def spool_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[SpoolAccount]:
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         queue_url = boto3.client("sqs", region_name=REGION).create_queue(
             QueueName=QUEUE)["QueueUrl"]
+        create_idempotency_table(boto3.client("dynamodb", region_name=REGION), TABLE)
         yield SpoolAccount(queue_url)
     aws.reset_clients()
+
+
+def create_idempotency_table(dynamodb, name: str) -> None:  # type: ignore[no-untyped-def]
+    """The idempotency table as the stack declares it: key "id", TTL "expiration"."""
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +131,19 @@ class RunningRelay:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     @property
+    def spool(self):  # type: ignore[no-untyped-def]
+        """The relay's Spool (its boto3 clients are where tests inject faults)."""
+        return self.server.relay.spool
+
+    def on(self, event: str, handler) -> None:  # type: ignore[no-untyped-def]
+        """Register a botocore event handler on the relay's own client for the event's
+        service (s3, sqs or dynamodb), e.g. "before-send.sqs.SendMessage"."""
+        service = event.split(".")[1]
+        client = {"s3": self.spool._s3, "sqs": self.spool._sqs,
+                  "dynamodb": self.spool._dynamodb}[service]
+        client.meta.events.register(event, handler)
+
+    @property
     def metrics(self):  # type: ignore[no-untyped-def]
         """The relay's metric counters."""
         return self.server.metrics._counts
@@ -135,7 +168,8 @@ def start_relay(spool_account: SpoolAccount, tmp_path: Path
         path.write_text(main_cf)
         overrides = {"myhostname": "relay.example.net",
                      "sesrelay_spool_bucket": BUCKET,
-                     "sesrelay_spool_queue_url": spool_account.queue_url, **settings}
+                     "sesrelay_spool_queue_url": spool_account.queue_url,
+                     "sesrelay_idempotency_table": TABLE, **settings}
         relay = RunningRelay(load_config(path, environ={}, overrides=overrides))
         started.append(relay)
         return relay

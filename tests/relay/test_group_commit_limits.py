@@ -21,8 +21,8 @@ def test_large_envelopes_are_split_across_calls(start_relay, spool_account: Spoo
         entries = params.get("Entries") or [params]
         calls.append(sum(len(e["MessageBody"]) for e in entries))
 
-    on_sqs("provide-client-params.sqs.SendMessageBatch", body_sizes)
-    on_sqs("provide-client-params.sqs.SendMessage", body_sizes)
+    on_sqs(relay, "provide-client-params.sqs.SendMessageBatch", body_sizes)
+    on_sqs(relay, "provide-client-params.sqs.SendMessage", body_sizes)
 
     long_local = "a-rather-long-mailbox-name-for-this-test-" * 2
     clients = [f"c{n}@example.org" for n in range(4)]
@@ -35,4 +35,4 @@ def test_large_envelopes_are_split_across_calls(start_relay, spool_account: Spoo
     assert sorted(len(s.envelope.rcpt_to) for s in queued) == [1000] * 4
     assert len(calls) >= 2  # four ~90 KB envelopes cannot share one call
     assert max(calls) <= handoff.MAX_BATCH_BYTES
-    assert json.loads(queued[0].envelope.to_json())["version"] == 1
+    assert json.loads(queued[0].envelope.to_json())["version"] == 2

@@ -10,7 +10,7 @@ import pytest
 
 from sesrelay.config import load_config
 from smtp_relay.server import Listener, RelayServer, listeners, parse_listen
-from tests.relay.conftest import BUCKET, SpoolAccount
+from tests.relay.conftest import BUCKET, TABLE, SpoolAccount
 
 
 def config(**settings: object):  # type: ignore[no-untyped-def]
@@ -30,7 +30,8 @@ def test_listeners_follow_inet_interfaces_and_protocols() -> None:
 def test_no_ipv6_on_the_host_leaves_ipv4_listening(spool_account: SpoolAccount,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     relay_config = config(inet_interfaces="loopback-only", sesrelay_spool_bucket=BUCKET,
-                          sesrelay_spool_queue_url=spool_account.queue_url)
+                          sesrelay_spool_queue_url=spool_account.queue_url,
+                          sesrelay_idempotency_table=TABLE)
     server = RelayServer(relay_config, [Listener("127.0.0.1", 0), Listener("::", 0)])
 
     async def start_without_ipv6() -> list[tuple[str, int]]:

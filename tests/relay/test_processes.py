@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.relay.conftest import create_idempotency_table
 from tests.support import free_port, wait_for_port
 
 REGION = "us-east-1"
@@ -33,12 +34,15 @@ class Relay:
         bucket = f"spool-{free_port()}"
         s3.create_bucket(Bucket=bucket)
         self.queue_url = self.sqs.create_queue(QueueName=bucket)["QueueUrl"]
+        create_idempotency_table(boto3.client("dynamodb", endpoint_url=endpoint,
+                                              region_name=REGION, **creds), bucket)
         self.port = free_port()
         env = {"PATH": os.environ["PATH"], "AWS_ENDPOINT_URL": endpoint,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_METRICS_DISABLED": "true",
                "SESRELAY_MYHOSTNAME": "relay.example.net",
-               "SESRELAY_SPOOL_BUCKET": bucket, "SESRELAY_SPOOL_QUEUE_URL": self.queue_url}
+               "SESRELAY_SPOOL_BUCKET": bucket, "SESRELAY_SPOOL_QUEUE_URL": self.queue_url,
+               "SESRELAY_IDEMPOTENCY_TABLE": bucket}
         self.process = subprocess.Popen(
             [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}", "--processes",
              str(processes), *options],

@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.relay.conftest import create_idempotency_table
 from tests.support import free_port, read_reply, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,9 @@ class Serve:
         bucket = f"spool-{free_port()}"
         s3.create_bucket(Bucket=bucket)
         self.queue_url = self.sqs.create_queue(QueueName=bucket)["QueueUrl"]
+        create_idempotency_table(boto3.client(
+            "dynamodb", endpoint_url=endpoint, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing"), bucket)
         self.port = free_port()
         env = {"PATH": f"{venv}/bin:/usr/bin:/bin", **dockerfile_env(), **aws,
                "SESRELAY_LISTEN_PORT": str(self.port),
@@ -66,7 +70,8 @@ class Serve:
                "SESRELAY_INET_PROTOCOLS": "ipv4",
                "SESRELAY_MYHOSTNAME": "relay.example.net",
                "SESRELAY_SPOOL_BUCKET": bucket,
-               "SESRELAY_SPOOL_QUEUE_URL": self.queue_url}
+               "SESRELAY_SPOOL_QUEUE_URL": self.queue_url,
+               "SESRELAY_IDEMPOTENCY_TABLE": bucket}
         self.log = tmp_path / "serve.log"
         entrypoint = dockerfile_entrypoint()
         self.process = subprocess.Popen([str(venv / "bin" / entrypoint[0]), *entrypoint[1:]],
@@ -154,7 +159,8 @@ def test_missing_spool_settings_are_a_clear_error(relay_venv: Path) -> None:
     result = subprocess.run([str(relay_venv / "bin/sesrelay"), "serve"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "sesrelay_spool_bucket and sesrelay_spool_queue_url must be set" in result.stderr
+    assert ("sesrelay_spool_bucket, sesrelay_spool_queue_url and sesrelay_idempotency_table "
+            "must be set") in result.stderr
 
 
 def test_the_image_runs_as_non_root() -> None:

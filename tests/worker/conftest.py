@@ -23,7 +23,8 @@ from ses_worker.handler import handler
 from ses_worker.observability import logger
 from sesrelay import aws
 from sesrelay.dev import LocalLambdaContext as LambdaContext
-from sesrelay.spool import Envelope, new_queue_id, object_key, utc_now
+from sesrelay.spool import Envelope, new_queue_id, object_key, spool_envelope, utc_now
+from sesrelay.timeouts import WORKER_SES
 
 REGION = "us-east-1"
 BUCKET = "sesrelay-spool"
@@ -58,17 +59,22 @@ class Spool:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
     def put(self, raw: bytes, rcpt_to: list[str], mail_from: str = f"sender@{SENDER_DOMAIN}",
-            received: datetime | None = None) -> Envelope:
-        """Spool a message as the relay does: S3 object, then the SQS envelope."""
+            received: datetime | None = None, in_s3: bool = False) -> Envelope:
+        """Spool a message as the relay does: inside the SQS envelope, or (in_s3, as for
+        a large message) an S3 object first."""
         received = received or utc_now()
         queue_id = new_queue_id()
         key = object_key(queue_id, received)
-        self.s3.put_object(Bucket=BUCKET, Key=key, Body=raw)
-        envelope = Envelope(queue_id=queue_id, mail_from=mail_from, rcpt_to=tuple(rcpt_to),
-                            bucket=BUCKET, key=key, size=len(raw),
-                            client_address="192.0.2.10", client_helo="client.example.com",
-                            received_at=received.isoformat())
-        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=envelope.to_json())
+        fields = {"queue_id": queue_id, "mail_from": mail_from, "rcpt_to": tuple(rcpt_to),
+                  "size": len(raw), "client_address": "192.0.2.10",
+                  "client_helo": "client.example.com", "received_at": received.isoformat()}
+        if in_s3:
+            self.s3.put_object(Bucket=BUCKET, Key=key, Body=raw)
+            envelope = Envelope(**fields, bucket=BUCKET, key=key)  # type: ignore[arg-type]
+            body = envelope.to_json()
+        else:
+            envelope, body = spool_envelope(fields, raw, BUCKET, key)
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
         return envelope
 
     def receive(self) -> dict[str, Any]:
@@ -163,7 +169,7 @@ def spool(worker_env: None) -> Iterator[Spool]:
 
 def sesv2() -> Any:
     """The worker's own SES v2 client, for injecting faults through its event system."""
-    return aws.client("sesv2", None)
+    return aws.client("sesv2", None, WORKER_SES)
 
 
 def emf_metrics(output: str) -> dict[str, list[float]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ses_worker.sending import QUICK_RETRIES
 from sesrelay.spool import utc_now
 from tests.worker.conftest import (
     BOUNCE_SENDER,
@@ -51,7 +52,7 @@ def test_throttling_defers_only_that_record(spool: Spool, capsys: pytest.Capture
     failed = spool.invoke(event)
 
     assert failed == {slow_id}
-    assert len(throttled) == 1
+    assert len(throttled) == 1 + QUICK_RETRIES  # retried at once, then deferred
     assert sorted(d for s in sent_messages() for d in s.destinations) == [
         "a@example.org", "c@example.org"]
     # The deferred record is hidden for its retry delay (the queue's own timeout is 0).
@@ -109,7 +110,7 @@ def test_null_sender_gets_no_dsn_and_is_left_for_the_dlq(
     # A bounce from elsewhere (MAIL FROM:<>) whose From: domain SES refuses.
     raw = message().replace(b"From: Sender <sender@example.com>",
                             b"From: MAILER-DAEMON@unverified.example")
-    envelope = spool.put(raw, ["alice@example.org"], mail_from="")
+    envelope = spool.put(raw, ["alice@example.org"], mail_from="", in_s3=True)
     event = spool.receive()
 
     assert spool.invoke(event) == {event["Records"][0]["messageId"]}
@@ -189,7 +190,7 @@ def test_past_maximal_queue_lifetime_with_soft_bounce_goes_to_the_dlq(
 
 def test_missing_spool_object_is_dropped_with_a_clear_error(
         spool: Spool, worker_logs: Logs, capsys: pytest.CaptureFixture[str]) -> None:
-    envelope = spool.put(message(), ["alice@example.org"])
+    envelope = spool.put(message(), ["alice@example.org"], in_s3=True)
     spool.s3.delete_object(Bucket=BUCKET, Key=envelope.key)
 
     assert spool.invoke(spool.receive()) == set()

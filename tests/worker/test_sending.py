@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sesrelay.spool import TAG_SES_MESSAGE_ID
+from sesrelay.spool import TAG_SES_MESSAGE_ID, object_key
 from tests.worker.conftest import BUCKET, Spool, emf_metrics, message, sent_messages, sesv2
 
 
 def test_message_is_sent_as_spooled(spool: Spool, capsys: pytest.CaptureFixture[str],
                                     worker_logs: Callable[[], list[dict[str, Any]]]) -> None:
     raw = message(subject="quarterly report")
-    envelope = spool.put(raw, ["alice@example.org", "bob@example.org"])
+    envelope = spool.put(raw, ["alice@example.org", "bob@example.org"], in_s3=True)
 
     failed = spool.invoke(spool.receive())
 
@@ -32,19 +32,43 @@ def test_message_is_sent_as_spooled(spool: Spool, capsys: pytest.CaptureFixture[
     metrics = emf_metrics(capsys.readouterr().out)
     assert metrics["Sent"] == [1]
     assert len(metrics["SesLatency"]) == 1
-    [line] = [line for line in worker_logs() if sent.id in line["message"]]
-    assert line["queue_id"] == envelope.queue_id
+    lines = [line for line in worker_logs() if sent.id in line["message"]]
+    assert {line["queue_id"] for line in lines} == {envelope.queue_id}
+    # Postfix's delivery line per recipient, then "removed", in the maillog field.
+    maillog = [line["maillog"] for line in worker_logs() if "maillog" in line]
+    assert [m.split(",")[0] for m in maillog[:2]] == [
+        f"{envelope.queue_id}: to=<alice@example.org>", f"{envelope.queue_id}: to=<bob@example.org>"]
+    assert all(f"dsn=2.0.0, status=sent (250 Ok {sent.id})" in m for m in maillog[:2])
+    assert maillog[-1] == f"{envelope.queue_id}: removed"
 
 
 def test_retention_keeps_object_tagged_with_ses_message_id(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SESRELAY_SPOOL_RETENTION", "7d")
-    envelope = spool.put(message(), ["alice@example.org"])
+    envelope = spool.put(message(), ["alice@example.org"], in_s3=True)
 
     spool.invoke(spool.receive())
 
     [sent] = sent_messages()
     tags = spool.s3.get_object_tagging(Bucket=BUCKET, Key=envelope.key)["TagSet"]
+    assert tags == [{"Key": TAG_SES_MESSAGE_ID, "Value": sent.id}]
+
+
+def test_retention_keeps_an_inline_message_in_s3_too(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message that travelled inside its envelope is kept as if it had been spooled to
+    S3, so sesrelay_spool_retention means the same for every message."""
+    monkeypatch.setenv("SESRELAY_SPOOL_RETENTION", "7d")
+    raw = message()
+    envelope = spool.put(raw, ["alice@example.org"])
+    assert envelope.inline
+
+    spool.invoke(spool.receive())
+
+    [sent] = sent_messages()
+    key = object_key(envelope.queue_id, envelope.received)
+    assert spool.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == raw
+    tags = spool.s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
     assert tags == [{"Key": TAG_SES_MESSAGE_ID, "Value": sent.id}]
 
 
@@ -91,5 +115,8 @@ def test_configured_tags_set_and_identity_reach_ses(
     [request] = requests
     assert request["ConfigurationSetName"] == "outbound"
     assert request["FromEmailAddressIdentityArn"] == arn
-    assert request["EmailTags"] == [{"Name": "app", "Value": "billing"},
-                                    {"Name": "sesrelay-queue-id", "Value": envelope.queue_id}]
+    app, queue_id, attempt = request["EmailTags"]
+    assert app == {"Name": "app", "Value": "billing"}
+    assert queue_id == {"Name": "sesrelay-queue-id", "Value": envelope.queue_id}
+    # A tag unique to this one SendEmail: SES's events about it name it.
+    assert attempt["Name"] == "sesrelay-attempt" and len(attempt["Value"]) == 16

@@ -1,0 +1,151 @@
+"""A fault-injecting HTTP proxy between sesrelay and the AWS emulation.
+
+Point AWS_ENDPOINT_URL (or a client's endpoint_url) at the proxy: it forwards each AWS
+request to moto's server and can, per operation, lose the answer after the request was
+delivered (the service acted, the client never hears), hold the answer past the client's
+read timeout, or drop the request before it is delivered. moto's own state (its queues,
+what its SES accepted) is then the oracle of what really happened.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+PASS, LOSE_ANSWER, SLOW_ANSWER, DROP_REQUEST = "pass", "lose_answer", "slow_answer", "drop"
+
+
+def operation(method: str, path: str, headers: dict[str, str]) -> str:
+    """service.Operation of an AWS request, as botocore names it."""
+    target = headers.get("x-amz-target", "")
+    if target:  # JSON protocols: SQS, DynamoDB
+        prefix, _, name = target.partition(".")
+        service = {"AmazonSQS": "sqs"}.get(prefix, "dynamodb" if "DynamoDB" in prefix
+                                           else prefix.lower())
+        return f"{service}.{name}"
+    if path.startswith("/v2/email/outbound-emails"):
+        return "sesv2.SendEmail"
+    if path.startswith("/v2/email/"):
+        return "sesv2.Other"
+    s3 = {"PUT": "PutObject", "GET": "GetObject", "DELETE": "DeleteObject",
+          "HEAD": "HeadObject"}.get(method, method)
+    if "?tagging" in path:
+        s3 = f"{s3}Tagging"
+    return f"s3.{s3}"
+
+
+@dataclass
+class Rule:
+    """A fault for requests of one operation: `times` of them (None: every one), each
+    with `probability`."""
+
+    operation: str
+    action: str
+    times: int | None = None
+    probability: float = 1.0
+    seconds: float = 0.0  # how long SLOW_ANSWER holds the answer
+
+
+@dataclass
+class FaultProxy:
+    """The proxy; start() returns its URL."""
+
+    upstream: str
+    seed: int = 1
+    rules: list[Rule] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+    applied: dict[tuple[str, str], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._server: ThreadingHTTPServer | None = None
+
+    def add(self, operation_name: str, action: str, times: int | None = None,
+            probability: float = 1.0, seconds: float = 0.0) -> None:
+        """Add a rule (rules are tried in order; the first that fires wins)."""
+        with self._lock:
+            self.rules.append(Rule(operation_name, action, times, probability, seconds))
+
+    def clear(self) -> None:
+        """Remove every rule: all requests pass."""
+        with self._lock:
+            self.rules.clear()
+
+    def decide(self, name: str) -> Rule | None:
+        """The rule that fires for this request, if any; counts what it sees."""
+        with self._lock:
+            self.seen[name] = self.seen.get(name, 0) + 1
+            for rule in self.rules:
+                if rule.operation != name or rule.times == 0:
+                    continue
+                if self._random.random() >= rule.probability:
+                    continue
+                if rule.times is not None:
+                    rule.times -= 1
+                key = (name, rule.action)
+                self.applied[key] = self.applied.get(key, 0) + 1
+                return rule
+        return None
+
+    def start(self) -> str:
+        """Listen on a free loopback port; return the endpoint URL."""
+        proxy = self
+        upstream = urlsplit(self.upstream)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                rule = proxy.decide(operation(self.command, self.path, headers))
+                if rule is not None and rule.action == DROP_REQUEST:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                connection = http.client.HTTPConnection(upstream.hostname, upstream.port,
+                                                        timeout=60)
+                forwarded = {k: v for k, v in self.headers.items()
+                             if k.lower() not in ("expect", "connection")}
+                connection.request(self.command, self.path, body=body, headers=forwarded)
+                answer = connection.getresponse()
+                payload = answer.read()
+                connection.close()
+                if rule is not None and rule.action == LOSE_ANSWER:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if rule is not None and rule.action == SLOW_ANSWER:
+                    time.sleep(rule.seconds)
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection",
+                                            "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
