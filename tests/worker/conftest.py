@@ -21,7 +21,7 @@ from moto.ses.models import RawMessage, ses_backends
 
 from ses_worker.handler import handler
 from ses_worker.observability import logger
-from sesrelay import aws
+from sesrelay import aws, trail
 from sesrelay.dev import LocalLambdaContext as LambdaContext
 from sesrelay.spool import Envelope, new_queue_id, object_key, spool_envelope, utc_now
 from sesrelay.timeouts import WORKER_SES
@@ -30,6 +30,7 @@ REGION = "us-east-1"
 BUCKET = "sesrelay-spool"
 QUEUE = "sesrelay-spool"
 TABLE = "sesrelay-idempotency"
+TRAIL_TABLE = "sesrelay-trail"
 SENDER_DOMAIN = "example.com"
 RELAY_HOST = "relay.example.net"
 BOUNCE_SENDER = f"MAILER-DAEMON@{RELAY_HOST}"
@@ -137,6 +138,7 @@ def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("SESRELAY_SPOOL_BUCKET", BUCKET)
     monkeypatch.setenv("SESRELAY_IDEMPOTENCY_TABLE", TABLE)
+    monkeypatch.setenv("SESRELAY_TRAIL_TABLE", TRAIL_TABLE)
     monkeypatch.setenv("SESRELAY_MYHOSTNAME", RELAY_HOST)
     monkeypatch.setenv("SESRELAY_SES_BOUNCE_SENDER", BOUNCE_SENDER)
     # No rate limit unless a test sets one: the limiter has its own tests.
@@ -156,10 +158,12 @@ def spool(worker_env: None) -> Iterator[Spool]:
         url = sqs.create_queue(QueueName=QUEUE,
                                Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        boto3.client("dynamodb", region_name=REGION).create_table(
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(
             TableName=TABLE, BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+        dynamodb.create_table(TableName=TRAIL_TABLE, **trail.table_definition())
         ses = boto3.client("ses", region_name=REGION)
         ses.verify_domain_identity(Domain=SENDER_DOMAIN)
         ses.verify_domain_identity(Domain=RELAY_HOST)

@@ -36,8 +36,9 @@ def test_message_is_sent_as_spooled(spool: Spool, capsys: pytest.CaptureFixture[
     assert {line["queue_id"] for line in lines} == {envelope.queue_id}
     # Postfix's delivery line per recipient, then "removed", in the maillog field.
     maillog = [line["maillog"] for line in worker_logs() if "maillog" in line]
+    queue_id = envelope.queue_id
     assert [m.split(",")[0] for m in maillog[:2]] == [
-        f"{envelope.queue_id}: to=<alice@example.org>", f"{envelope.queue_id}: to=<bob@example.org>"]
+        f"{queue_id}: to=<alice@example.org>", f"{queue_id}: to=<bob@example.org>"]
     assert all(f"dsn=2.0.0, status=sent (250 Ok {sent.id})" in m for m in maillog[:2])
     assert maillog[-1] == f"{envelope.queue_id}: removed"
 
