@@ -83,6 +83,7 @@ class Relay:
         self.spool = spool
         self.metrics = metrics
         self.sessions: set[RelaySession] = set()
+        self.storing: set[Session] = set()  # sessions whose message is being stored
         self.draining = False
 
     def __dir__(self) -> list[str]:
@@ -188,12 +189,15 @@ class Relay:
             "received_at": transaction.received_at.isoformat(),
         }
         started = time.monotonic()
+        self.storing.add(session)
         try:
             spooled = await self.spool.store(fields, message,
                                              object_key(queue_id, transaction.received_at))
         except SpoolError as exc:
             log.error("%s: not queued, client told to retry: %s", queue_id, exc)
             return replies.SPOOL_FAILED
+        finally:
+            self.storing.discard(session)
         self.metrics.spool_latency((time.monotonic() - started) * 1000)
         log.info("%s", maillog.client(queue_id, client_address(session)),
                  extra={"maillog_program": maillog.SMTPD})

@@ -32,6 +32,8 @@ from smtp_relay.session import RelaySession
 log = logging.getLogger("sesrelay.relay")
 
 _NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+# After the last store of a drain, how long its client has to take its answer.
+ANSWER_GRACE = 2.0
 
 
 @dataclass(frozen=True)
@@ -109,21 +111,18 @@ class RelayServer:
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let transactions finish, 421 the idle, then close everything.
 
-        Stores under way when the time is up still run to their end (each is bounded by
-        its call budget, sesrelay.timeouts), so a message is either queued or refused,
-        never left half-committed by the exit."""
+        A session whose message is being stored when the time is up is not cut: its
+        store runs to its end (each is bounded by its call budget, sesrelay.timeouts) and
+        the client gets its answer, so a message is either acknowledged and queued or
+        refused, never queued behind a client's back."""
         self.relay.draining = True
         for server in self._servers:
             server.close()
         log.info("draining: %d sessions open", len(self.relay.sessions))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.relay.sessions and loop.time() < deadline:
-            for session in list(self.relay.sessions):
-                session.close_idle()
-            await asyncio.sleep(0.05)
+        await self._close_idle_until(loop.time() + timeout)
         for session in list(self.relay.sessions):
-            if session.transport is not None:
+            if session.transport is not None and session.session not in self.relay.storing:
                 log.warning("drain time over: closing a session in mid-transaction; the "
                             "client was not answered and keeps its message")
                 session.transport.close()
@@ -131,9 +130,21 @@ class RelayServer:
         if stores:
             log.info("draining: waiting for %d messages being stored", len(stores))
             await asyncio.wait(list(stores))
+            await self._close_idle_until(loop.time() + ANSWER_GRACE)
+        for session in list(self.relay.sessions):
+            if session.transport is not None:
+                session.transport.close()
         for server in self._servers:
             await server.wait_closed()
         self.metrics.flush()
+
+    async def _close_idle_until(self, deadline: float) -> None:
+        """421 and close each session as soon as it owes no answer, until deadline."""
+        loop = asyncio.get_running_loop()
+        while self.relay.sessions and loop.time() < deadline:
+            for session in list(self.relay.sessions):
+                session.close_idle()
+            await asyncio.sleep(0.05)
 
 
 async def run(config: Config, addresses: list[Listener] | None = None,
