@@ -325,7 +325,7 @@ class RelaySession(SMTP):
         handler = _COMMANDS.get(verb)
         if handler is None:
             self._where = "UNKNOWN"
-            self._count("UNKNOWN", ok=False)
+            self._counts.setdefault("UNKNOWN", [0, 0])[1] += 1
             if (verb in _FORBIDDEN or not "A" <= verb[:1] <= "Z"
                     or _HEADER_NAME.match(words[0].text)):
                 log.warning("non-SMTP command from %s: %.100s", self.namaddr,
@@ -335,8 +335,10 @@ class RelaySession(SMTP):
                 return False
             return await self._error(replies.UNKNOWN_COMMAND)
         self._where = verb
+        counts = self._counts.setdefault(verb, [0, 0])
+        counts[1] += 1  # counted before it runs: a session may end inside it
         ok = await handler(self, words)
-        self._count(verb, ok)
+        counts[0] += ok
         if not ok:
             self._errors += 1
         if verb in _JUNK:
@@ -349,11 +351,6 @@ class RelaySession(SMTP):
         self._errors += 1
         await self.push(reply)
         return True
-
-    def _count(self, verb: str, ok: bool) -> None:
-        counts = self._counts.setdefault(verb, [0, 0])
-        counts[0] += ok
-        counts[1] += 1
 
     async def push(self, status: str | bytes) -> None:
         """Write a reply; a client that makes many errors waits smtpd_error_sleep_time
