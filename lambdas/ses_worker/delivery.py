@@ -37,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ses_worker.backoff import paused_delay, retry_delay
 from ses_worker.dsn import FailedRecipient, build_dsn
 from ses_worker.errors import ErrorClass, SendFailure, classify, effective_class
-from ses_worker.message import split_headers, strip_blind_headers
+from ses_worker.message import header_section_problem, split_headers, strip_blind_headers
 from ses_worker.observability import count, log_keys, logger
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.sending import SesSender, recipient_chunks
@@ -101,7 +101,8 @@ class SpooledMessage:
         self._raw: bytes | None = None
 
     def read(self) -> bytes:
-        """The bytes to send. Raises SpoolObjectMissing, or SendFailure when S3 fails."""
+        """The bytes to send. Raises SpoolObjectMissing, or SendFailure when S3 fails or
+        the header section is malformed (permanent)."""
         if self._raw is None:
             bucket, key = self._envelope.bucket, self._envelope.key
             try:
@@ -113,6 +114,9 @@ class SpooledMessage:
                 raise classify(exc) from exc
             except BotoCoreError as exc:
                 raise classify(exc) from exc
+            problem = header_section_problem(body)
+            if problem:  # permanent: sending it again cannot help
+                raise SendFailure(ErrorClass.PERMANENT, "MalformedHeaders", problem, "5.6.0")
             self._raw = strip_blind_headers(bytes(body))
         return self._raw
 
