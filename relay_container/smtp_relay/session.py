@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
 from aiosmtpd.smtp import SMTP, Session
 
+from sesrelay.spool import MAX_ADDRESS_LENGTH
 from smtp_relay import replies
 from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
 from smtp_relay.headers import is_header_start
@@ -448,7 +449,7 @@ class RelaySession(SMTP):
             await self.push(replies.MAIL_SYNTAX)
             return False
         address = parse_path(words[2].text) if words[2].ok else None
-        if address is None:
+        if address is None or len(address) > MAX_ADDRESS_LENGTH:  # as RCPT: SES refuses
             self._log_bad_address(words[2])
             await self.push(replies.BAD_SENDER)
             return False
