@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,8 +47,8 @@ class DevRelay:
         return sends
 
 
-@pytest.fixture
-def dev_relay(tmp_path: Path) -> Iterator[DevRelay]:
+@contextlib.contextmanager
+def _running_dev(tmp_path: Path) -> Iterator[DevRelay]:
     """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net."""
     smtp_port, aws_port = free_port(), free_port()
     main_cf = tmp_path / "main.cf"
@@ -71,3 +72,17 @@ def dev_relay(tmp_path: Path) -> Iterator[DevRelay]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def dev_relay(tmp_path: Path) -> Iterator[DevRelay]:
+    """`sesrelay dev` for one test."""
+    with _running_dev(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def dev_relay_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRelay]:
+    """`sesrelay dev` shared by the tests of one module."""
+    with _running_dev(tmp_path_factory.mktemp("dev")) as running:
+        yield running

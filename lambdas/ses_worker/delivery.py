@@ -41,7 +41,7 @@ from ses_worker.backoff import paused_delay, retry_delay
 from ses_worker.dsn import FailedRecipient, build_dsn
 from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify, effective_class
 from ses_worker.ledger import DSN_PREFIX, SEND_PREFIX, Found, LedgerConflict, SendLedger, send_key
-from ses_worker.message import split_headers, strip_blind_headers
+from ses_worker.message import header_section_problem, split_headers, strip_blind_headers
 from ses_worker.observability import count, log_keys, logger
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
@@ -108,14 +108,26 @@ class SpooledMessage:
     def __init__(self, s3: Any, envelope: Envelope):
         self._s3 = s3
         self._envelope = envelope
+        self._original: bytes | None = None
         self._raw: bytes | None = None
 
     def read(self) -> bytes:
-        """The bytes to send. Raises SpoolObjectMissing, or SendFailure when S3 fails."""
+        """The bytes to send. Raises SpoolObjectMissing, or SendFailure when S3 fails or
+        the header section is malformed (permanent)."""
         if self._raw is None:
-            body = self._envelope.message() if self._envelope.inline else self._fetch()
+            body = self.original()
+            problem = header_section_problem(body)
+            if problem:  # permanent: sending it again cannot help
+                raise SendFailure(ErrorClass.PERMANENT, "MalformedHeaders", problem, "5.6.0")
             self._raw = strip_blind_headers(body)
         return self._raw
+
+    def original(self) -> bytes:
+        """The message as spooled, unchecked (a DSN quotes its headers)."""
+        if self._original is None:
+            self._original = (self._envelope.message() if self._envelope.inline
+                              else self._fetch())
+        return self._original
 
     def _fetch(self) -> bytes:
         bucket, key = self._envelope.bucket, self._envelope.key
@@ -536,7 +548,7 @@ class Deliverer:
                 seen: datetime) -> None:
         """Send the DSN for failed recipients to the envelope sender."""
         def build() -> bytes:
-            headers, _ = split_headers(message.read())
+            headers, _ = split_headers(message.original())
             return build_dsn(envelope, headers, failed, self.config.ses_bounce_sender,
                              self.config.myhostname, utc_now())
 

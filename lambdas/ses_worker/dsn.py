@@ -21,6 +21,7 @@ from sesrelay.spool import Envelope
 
 # Diagnostics come from SES error messages: never let one break a header line.
 _WHITESPACE = re.compile(r"\s+")
+_BROKEN_LINE_ENDS = re.compile(r"\r(?!\n)|(?<!\r)\n|\x00")
 # RFC 3464 diagnostic-type: the SES API is not SMTP, so an extension type names it.
 DIAGNOSTIC_TYPE = "X-SES"
 
@@ -102,7 +103,8 @@ def build_dsn(envelope: Envelope, original_headers: bytes, failed: list[FailedRe
     status.set_payload([per_message, *per_recipient])
     report.attach(status)
 
-    # MIMEText picks us-ascii when it can and utf-8 otherwise (RFC 6532 headers).
-    headers_text = original_headers.decode("utf-8", errors="replace")
+    # MIMEText picks us-ascii when it can and utf-8 otherwise (RFC 6532 headers). A bare
+    # CR, bare LF or NUL (a malformed message's) must not move a line end in the DSN.
+    headers_text = _BROKEN_LINE_ENDS.sub(" ", original_headers.decode("utf-8", errors="replace"))
     report.attach(MIMEText(headers_text, "rfc822-headers"))
     return report.as_bytes(policy=policy.SMTP)

@@ -13,6 +13,9 @@ import re
 # for resent messages (RFC 5322 3.6.6).
 _BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# In the header section, a CR not before LF, an LF not after CR, or a NUL: each would
+# make some reader (SES, a mail client, the Bcc stripping below) end a line elsewhere.
+_LINE_BREAKERS = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
 
 
 def split_headers(raw: bytes) -> tuple[bytes, bytes]:
@@ -45,3 +48,19 @@ def strip_blind_headers(raw: bytes) -> bytes:
     if len(kept) == len(fields):
         return raw
     return b"".join(kept) + rest
+
+
+def header_section_problem(raw: bytes) -> str | None:
+    """Why the header section (up to the first empty line, CRLF CRLF) cannot be sent as
+    it is, or None. A bare CR, a bare LF or a NUL there could change where a header line
+    ends: a client string that got into a header must never add a header of its own.
+    Other octets (such as the ESC of raw ISO-2022-JP headers) pass. The relay never
+    writes such a section; this is the worker's own check, not the only one."""
+    end = raw.find(b"\r\n\r\n")
+    headers = raw if end < 0 else raw[:end + 2]
+    found = _LINE_BREAKERS.search(headers)
+    if found is None:
+        return None
+    what = {b"\r": "bare CR", b"\n": "bare LF", b"\x00": "NUL"}[found.group(0)]
+    line = headers.count(b"\n", 0, found.start()) + 1
+    return f"{what} in header line {line}: the header section is malformed"

@@ -1,13 +1,15 @@
-"""The relay's decisions for each SMTP command: the aiosmtpd handler.
+"""The relay's decisions for each SMTP command.
 
-It answers PROXY (trust), EHLO (extensions), MAIL (sender), RCPT (policy and recipient
-limit) and, through RelaySession, DATA (header_checks, Received:, the durable handoff).
+RelaySession (the SMTP protocol and the edge checks) asks it about PROXY (trust), MAIL
+(sender), RCPT (policy and recipient limit) and DATA (header_checks, Received:, the
+durable handoff). Every string it gets from the session has been checked (edge.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -85,13 +87,25 @@ class Relay:
         self.sessions: set[RelaySession] = set()
         self.storing: set[Session] = set()  # sessions whose message is being stored
         self.draining = False
+        self.connections: Counter[str] = Counter()  # per client address, this process
 
     def __dir__(self) -> list[str]:
-        """Only the hook names: aiosmtpd scans dir() of the handler for every connection
-        (see RelaySession.__dir__)."""
-        return _HOOK_NAMES
+        """Nothing: aiosmtpd scans dir() of the handler for hooks on every connection,
+        and RelaySession calls these methods itself (see RelaySession.__dir__)."""
+        return []
 
-    # --- aiosmtpd hooks -----------------------------------------------------------------
+    def connected(self, client: str) -> int:
+        """Count a connection from client; returns how many it now has open."""
+        self.connections[client] += 1
+        return self.connections[client]
+
+    def disconnected(self, client: str) -> None:
+        """A connection from client has ended."""
+        self.connections[client] -= 1
+        if self.connections[client] <= 0:
+            del self.connections[client]
+
+    # --- commands -----------------------------------------------------------------------
 
     async def handle_PROXY(self, server: SMTP, session: Session, envelope: Envelope,
                            proxy_data: ProxyData) -> bool:
@@ -110,15 +124,6 @@ class Relay:
             return False
         session.client_address = str(proxy_data.src_addr)
         return True
-
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
-        """Advertise what Postfix does and this relay supports, in one write (aiosmtpd
-        writes each returned line separately: one system call per extension)."""
-        session.host_name = hostname
-        last = responses.pop()  # "250 HELP"
-        responses += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
-        return ["\r\n".join(responses)]
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -150,19 +155,6 @@ class Relay:
         envelope.rcpt_tos.append(recipient.address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK
-
-    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """RSET, with Postfix's wording."""
-        return replies.OK
-
-    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Envelope,
-                          arg: str) -> str:
-        """NOOP, with Postfix's wording."""
-        return replies.OK
-
-    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """QUIT, with Postfix's wording."""
-        return "221 2.0.0 Bye"
 
     # --- DATA ---------------------------------------------------------------------------
 
@@ -217,4 +209,3 @@ class Relay:
                  len(transaction.envelope.rcpt_tos))
 
 
-_HOOK_NAMES = [name for name in dir(Relay) if name.startswith("handle_")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Each from Postfix 3.7's smtpd.c, in the function named beside it.
 OK = "250 2.0.0 Ok"
 SENDER_OK = "250 2.1.0 Ok"
 RECIPIENT_OK = "250 2.1.5 Ok"
@@ -11,15 +12,53 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
 SPOOL_FAILED = "451 4.3.0 Error: queue file write error"
 SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed limit"
 LINE_TOO_LONG = "500 5.5.2 Error: line too long (RFC 5321 section 4.5.3.1.6)"
-NEED_RECIPIENT = "554 5.5.1 Error: no valid recipients"
-BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
-BAD_SENDER = "501 5.1.7 Bad sender address syntax"
+BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"  # rcpt_cmd()
+BAD_SENDER = "501 5.1.7 Bad sender address syntax"  # mail_cmd()
+BYE = "221 2.0.0 Bye"  # quit_cmd()
+NEED_HELO = "503 5.5.1 Error: send HELO/EHLO first"  # mail_cmd(), smtpd_helo_required
+NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"  # mail_cmd()
+MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"  # mail_cmd()
+BAD_SIZE = "501 5.5.4 Bad message size syntax"  # mail_cmd()
+DSN_DISABLED = "501 5.7.1 DSN support is disabled"  # mail_cmd(), rcpt_cmd()
+NEED_MAIL = "503 5.5.1 Error: need MAIL command"  # rcpt_cmd()
+RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"  # rcpt_cmd()
+NEED_RECIPIENT = "503 5.5.1 Error: need RCPT command"  # data_cmd()
+NO_VALID_RECIPIENTS = "554 5.5.1 Error: no valid recipients"  # data_cmd()
+DATA_SYNTAX = "501 5.5.4 Syntax: DATA"  # data_cmd()
+RSET_SYNTAX = "501 5.5.4 Syntax: RSET"  # rset_cmd()
+VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"  # vrfy_cmd(), disable_vrfy_command
+NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"  # unimpl_cmd()
+BDAT_NOT_IMPLEMENTED = "521 5.5.1 Error: command not implemented"  # bdat_cmd()
+UNKNOWN_COMMAND = "500 5.5.2 Error: command not recognized"  # smtpd_proto()
+BAD_SYNTAX = "500 5.5.2 Error: bad syntax"  # smtpd_proto()
+BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"  # smtpd_proto()
+NON_SMTP_COMMAND = "221 2.7.0 Error: I can break rules, too. Goodbye."  # smtpd_proto()
 CONTENT_REJECTED = "Message content rejected"
 
 
 def queued(queue_id: str) -> str:
     """The reply to an accepted message."""
     return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+def unsupported_option(option: str) -> str:
+    """mail_cmd(), rcpt_cmd(): an ESMTP parameter the relay does not know (printable)."""
+    return f"555 5.5.4 Unsupported option: {option}"
+
+
+def timeout(hostname: str) -> str:
+    """smtpd_proto(): the client did not send or take anything for smtpd_timeout."""
+    return f"421 4.4.2 {hostname} Error: timeout exceeded"
+
+
+def too_many_errors(hostname: str) -> str:
+    """smtpd_proto(): smtpd_hard_error_limit reached."""
+    return f"421 4.7.0 {hostname} Error: too many errors"
+
+
+def too_many_connections(hostname: str, client: str) -> str:
+    """smtpd_proto(): smtpd_client_connection_count_limit reached."""
+    return f"421 4.7.0 {hostname} Error: too many connections from {client}"
 
 
 def bare_newline(hostname: str) -> str:

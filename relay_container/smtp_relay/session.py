@@ -1,10 +1,21 @@
-"""One SMTP connection: aiosmtpd's protocol with Postfix's replies, limits and DATA rules.
+"""One SMTP connection: Postfix's smtpd command loop, replies, limits and DATA rules.
 
-aiosmtpd gives the SMTP state machine and the PROXY protocol parser. This subclass adds
-what a Postfix relay does that aiosmtpd does not: 552 5.3.4 size replies, rejection of bare
-<CR>/<LF> in DATA (SMTP smuggling), header_checks and the Received: header applied while
-DATA is read into a single buffer, source routes kept visible to the relay policy, and
-421 to new transactions once the relay is draining.
+aiosmtpd gives the connection plumbing, the session and envelope objects and the PROXY
+protocol parser. The command loop is Postfix's (smtpd.c smtpd_proto()), because a relay
+that replaces Postfix must behave like it with broken and hostile clients too:
+
+- End of input: the commands already received are answered, then the session ends with
+  "lost connection after CMD from ..." (no reply loop, no traceback). A DATA that did
+  not end with "." is never queued.
+- smtpd_timeout limits each wait for the client (a read, or a write the client does not
+  take), never a whole upload and never the time spent storing a message: one timer per
+  session, re-armed lazily, tells how long the current wait has gone without a byte.
+  On timeout: 421 4.4.2, "timeout after CMD", hang up (abort if the 421 cannot be sent).
+- smtpd_hard_error_limit, smtpd_soft_error_limit + smtpd_error_sleep_time,
+  smtpd_junk_command_limit, smtpd_client_connection_count_limit, overlong command lines
+  cut at 2048 octets (Postfix's line_length_limit), non-SMTP commands (HTTP) refused.
+- Every client string is checked at the edge (edge.py) before it is used or logged.
+- Postfix's session log: connect from, disconnect from ... with the command counts.
 """
 
 from __future__ import annotations
@@ -13,13 +24,15 @@ import asyncio
 import enum
 import logging
 import re
-from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
+from aiosmtpd.smtp import SMTP, Session
 
+from sesrelay.spool import MAX_ADDRESS_LENGTH
 from smtp_relay import replies
+from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
 from smtp_relay.headers import is_header_start
 
 if TYPE_CHECKING:
@@ -27,16 +40,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sesrelay.relay")
 
+_T = TypeVar("_T")
 
-_TIMEOUT_RESET_BYTES = 256 * 1024
-# <dot-atom@domain> with plain labels: what nearly every client sends. Anything else
-# (quoted local parts, source routes, address literals, trailing dots) takes the full parser.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>(.*)\Z",
-                          re.DOTALL)
 # Larger than anything a StreamReader holds: one read() takes all of it (see _read_body).
 _READ_ALL = 1 << 24
+# Postfix reads command lines in pieces of line_length_limit (2048) octets and skips the
+# rest of a longer one (smtpd_chat_query: "request longer than ...").
+COMMAND_LINE_LIMIT = 2048
+# smtpd.c: the commands counted against smtpd_junk_command_limit (SMTPD_CMD_FLAG_LIMIT).
+_JUNK = frozenset({"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"})
+# The order of Postfix's command table, which its disconnect line follows.
+_COMMAND_ORDER = ("HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT",
+                  "RSET", "NOOP", "VRFY", "ETRN", "QUIT", "UNKNOWN")
+# smtpd_forbidden_commands' default: CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}.
+_FORBIDDEN = frozenset({"CONNECT", "GET", "POST"})
+_HEADER_NAME = re.compile(r"[!-9;-~]+:")
+# Where the session was, for the log (Postfix's state->where).
+_AFTER_CONNECT, _AFTER_DATA, _AFTER_EOM = "CONNECT", "DATA content", "END-OF-MESSAGE"
+_LOST, _TIMEOUT, _TOO_MANY_ERRORS = "lost connection", "timeout", "too many errors"
 
 
 class _Data(enum.Enum):
@@ -47,19 +68,20 @@ class _Data(enum.Enum):
     BARE_NEWLINE = 5
 
 
+class _Lost(Exception):
+    """The client's end of input came where the relay needed more."""
+
+
 class RelaySession(SMTP):
     """An SMTP connection to the relay."""
 
     def __init__(self, relay: Relay, **kwargs: object) -> None:
         self.relay = relay
         config = relay.config
-        banner = config.smtpd_banner
-        # aiosmtpd greets with "220 <hostname> <ident>"; RFC 5321 wants the host name first.
-        ident = banner.removeprefix(config.myhostname).lstrip() or config.mail_name
         super().__init__(
             relay,
             hostname=config.myhostname,
-            ident=ident,
+            ident=config.mail_name,
             data_size_limit=config.message_size_limit,
             enable_SMTPUTF8=False,
             decode_data=False,
@@ -68,12 +90,26 @@ class RelaySession(SMTP):
                                     if config.smtpd_upstream_proxy_protocol else None),
             **kwargs,  # type: ignore[arg-type]
         )
+        self.namaddr = "unknown[unknown]"  # Postfix's name[address], set once known
+        self._where = _AFTER_CONNECT
+        self._reason: str | None = None
+        self._reason_logged = False
+        self._counts: dict[str, list[int]] = {}  # command: [successes, total]
+        self._errors = 0
+        self._junk = 0
+        self._data_bytes = 0
+        self._counted_client: str | None = None  # for the connection count limit
+        self._quiet = False  # a load balancer's health check: no session log
+        # The timeout: while the relay waits for the client, _waiting_since is when the
+        # wait began or the last byte came; None while the relay itself is busy.
+        self._wait_limit = float(config.smtpd_timeout)
+        self._waiting_since: float | None = None
 
     def __dir__(self) -> list[str]:
-        """Only the command and AUTH method names: aiosmtpd builds its command tables
-        from dir() for every connection, and the full list made that a measurable part
-        of each connection's cost (docs/BENCHMARKS.md)."""
-        return _COMMAND_NAMES
+        """Nothing: aiosmtpd builds its command and AUTH tables from dir() for every
+        connection (a measurable part of each connection's cost, docs/BENCHMARKS.md), and
+        this session dispatches commands itself (_COMMANDS)."""
+        return []
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -83,22 +119,31 @@ class RelaySession(SMTP):
         self.relay.sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        """Unregister from the relay."""
+        """Unregister; stop the timer and the command loop (aiosmtpd's, without its
+        log lines)."""
         self.relay.sessions.discard(self)
-        super().connection_lost(error)
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+            self._timeout_handle = None
+        asyncio.StreamReaderProtocol.connection_lost(self, error)
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+        self.transport = None
 
     def eof_received(self) -> bool | None:
         """The client half-closed: answer what it already sent (say a pipelined DATA and
         QUIT) before closing, instead of aiosmtpd's cancelling the session at once."""
         return asyncio.StreamReaderProtocol.eof_received(self)
 
-    async def _handle_client(self) -> None:
-        try:
-            await super()._handle_client()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            # A peer that connects and leaves (a TCP probe) is not an error.
-            if self.transport is not None:
-                self.transport.close()
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client: a wait for it is making progress."""
+        if self._waiting_since is not None:
+            self._waiting_since = self.loop.time()
+        super().data_received(data)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd re-arms a timer for every command; here the timer is armed by the
+        first wait for the client (_wait)."""
 
     @property
     def in_transaction(self) -> bool:
@@ -109,92 +154,414 @@ class RelaySession(SMTP):
         """Tell an idle client the relay is going away, and hang up."""
         if self.transport is not None and not self.in_transaction:
             self.transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
-            self.transport.close()
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Close after the replies already written; if the client does not take them
+        within smtpd_timeout, drop the connection (no CLOSE-WAIT with unsent replies)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            self.loop.call_later(self.relay.config.smtpd_timeout, transport.abort)
+
+    # --- the timeout --------------------------------------------------------------------
+
+    async def _wait(self, operation: Awaitable[_T]) -> _T:
+        """Await a read from or a write to the client under the timeout."""
+        self._waiting_since = now = self.loop.time()
+        if self._timeout_handle is None:
+            self._timeout_handle = self.loop.call_at(now + self._wait_limit, self._on_timer)
+        try:
+            return await operation
+        finally:
+            self._waiting_since = None
+
+    def _on_timer(self) -> None:
+        since = self._waiting_since
+        if since is None:  # the relay is busy, not waiting: the next wait re-arms
+            self._timeout_handle = None
+            return
+        due = since + self._wait_limit
+        if self.loop.time() < due:
+            self._timeout_handle = self.loop.call_at(due, self._on_timer)
+            return
+        self._timeout_handle = None
+        self._timed_out()
+
+    def _timed_out(self) -> None:
+        """Postfix's SMTP_ERR_TIME: 421, log, hang up; abort if the 421 cannot go."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._reason = _TIMEOUT
+        if self._wait_limit == self.relay.config.smtpd_timeout:  # not the PROXY header
+            transport.write(replies.timeout(self.hostname).encode() + b"\r\n")
+        self._log_reason()
+        if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            transport.abort()
+        else:
+            transport.close()
+
+    # --- the command loop ---------------------------------------------------------------
+
+    async def _handle_client(self) -> None:
+        try:
+            await self._converse()
+        except _Lost:
+            self._reason = self._reason or _LOST
+            self._hang_up()
+        except (asyncio.CancelledError, ConnectionError):
+            # The connection went away under the relay (timeout, drain, reset).
+            self._reason = self._reason or _LOST
+        except Exception:
+            log.exception("%s: session error after %s", self.namaddr, self._where)
+            if self.transport is not None:
+                self.transport.abort()
+        finally:
+            self._end_session()
+
+    async def _converse(self) -> None:
+        assert self.session is not None
+        if self._proxy_timeout is not None and not await self._read_proxy_header():
+            return
+        client = self._client_address()
+        self.namaddr = f"unknown[{client}]"
+        if not self._quiet:
+            log.info("connect from %s", self.namaddr)
+            if not await self._admit(client):
+                return
+        await self.push(f"220 {self.relay.config.smtpd_banner}")
+        config = self.relay.config
+        while self.transport is not None and not self.transport.is_closing():
+            if self._errors >= config.smtpd_hard_error_limit:
+                self._reason = _TOO_MANY_ERRORS
+                await self.push(replies.too_many_errors(self.hostname))
+                self._hang_up()
+                return
+            line = await self._read_command()
+            if not await self._command(line):
+                return
+
+    async def _read_proxy_header(self) -> bool:
+        """The PROXY header the load balancer sends first, within its own timeout."""
+        assert self.session is not None and self._proxy_timeout is not None
+        self._wait_limit = float(self._proxy_timeout)
+        self.session.proxy_data = await self._wait(get_proxy(self._reader))
+        self._wait_limit = float(self.relay.config.smtpd_timeout)
+        proxy = self.session.proxy_data
+        accepted = bool(proxy) and await self.relay.handle_PROXY(
+            self, self.session, self.envelope, proxy)
+        if not accepted:
+            self._quiet = True
+            self._hang_up()
+            return False
+        self._quiet = proxy.command == V2_CMD.LOCAL  # the NLB's health check
+        return True
+
+    def _client_address(self) -> str:
+        from smtp_relay.relay import client_address  # relay imports this module
+
+        assert self.session is not None
+        return client_address(self.session)
+
+    async def _admit(self, client: str) -> bool:
+        """smtpd_client_connection_count_limit, counted per relay process."""
+        config = self.relay.config
+        count = self.relay.connected(client)
+        self._counted_client = client
+        limit = config.smtpd_client_connection_count_limit
+        if limit and count > limit and client not in config.smtpd_client_event_limit_exceptions:
+            log.warning("Connection concurrency limit exceeded: %d from %s for service smtp",
+                        count, self.namaddr)
+            await self.push(replies.too_many_connections(self.hostname, client))
+            self._hang_up()
+            return False
+        return True
+
+    async def _read_command(self) -> bytes:
+        """One command line, without its LF and the CRs before it; a longer line than
+        Postfix reads is cut, logged and answered as Postfix does. Raises _Lost at the
+        end of input (an incomplete last line is not a command)."""
+        reader = self._reader
+        try:
+            try:
+                line = await self._wait(reader.readuntil(b"\n"))
+            except asyncio.LimitOverrunError as exc:
+                line = await self._read_long_line(exc.consumed)
+        except asyncio.IncompleteReadError:
+            raise _Lost from None
+        return line.rstrip(b"\n").rstrip(b"\r")
+
+    async def _read_long_line(self, consumed: int) -> bytes:
+        reader = self._reader
+        kept = await self._wait(reader.read(consumed))
+        while not kept.endswith(b"\n"):
+            try:
+                piece = await self._wait(reader.readuntil(b"\n"))
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._wait(reader.read(exc.consumed))
+            if len(kept) < COMMAND_LINE_LIMIT:
+                kept += piece[:COMMAND_LINE_LIMIT - len(kept)]
+            if piece.endswith(b"\n"):
+                break
+        if len(kept) > COMMAND_LINE_LIMIT or not kept.endswith(b"\n"):
+            kept = kept[:COMMAND_LINE_LIMIT]
+            log.warning("%s: request longer than %d: %.30s...", self.namaddr,
+                        COMMAND_LINE_LIMIT, printable(kept.decode("latin-1")))
+        return kept
+
+    async def _command(self, line: bytes) -> bool:
+        """Run one command line; False when the session is over."""
+        if b"\0" in line:  # Postfix's smtpd sees a C string: it ends at a NUL
+            line = line[:line.index(b"\0")]
+        text = command_text(line)
+        if text is None:
+            return await self._error(replies.BAD_UTF8)
+        words = tokenize(text)
+        if not words:
+            return await self._error(replies.BAD_SYNTAX)
+        verb = words[0].text.upper()
+        handler = _COMMANDS.get(verb)
+        if handler is None:
+            self._where = "UNKNOWN"
+            self._counts.setdefault("UNKNOWN", [0, 0])[1] += 1
+            if (verb in _FORBIDDEN or not "A" <= verb[:1] <= "Z"
+                    or _HEADER_NAME.match(words[0].text)):
+                log.warning("non-SMTP command from %s: %.100s", self.namaddr,
+                            printable(text))
+                await self.push(replies.NON_SMTP_COMMAND)
+                self._hang_up()
+                return False
+            return await self._error(replies.UNKNOWN_COMMAND)
+        self._where = verb
+        counts = self._counts.setdefault(verb, [0, 0])
+        counts[1] += 1  # counted before it runs: a session may end inside it
+        ok = await handler(self, words)
+        counts[0] += ok
+        if not ok:
+            self._errors += 1
+        if verb in _JUNK:
+            self._junk += 1
+            if self._junk > self.relay.config.smtpd_junk_command_limit:
+                self._errors += 1
+        return self.transport is not None and not self.transport.is_closing()
+
+    async def _error(self, reply: str) -> bool:
+        self._errors += 1
+        await self.push(reply)
+        return True
+
+    async def push(self, status: str | bytes) -> None:
+        """Write a reply; a client that makes many errors waits smtpd_error_sleep_time
+        first (Postfix's smtpd_soft_error_limit)."""
+        config = self.relay.config
+        if self._errors >= config.smtpd_soft_error_limit and config.smtpd_error_sleep_time:
+            await asyncio.sleep(config.smtpd_error_sleep_time)
+        if self.transport is None or self.transport.is_closing():
+            return
+        data = status.encode("ascii", "replace") if isinstance(status, str) else status
+        self._writer.write(data + b"\r\n")
+        await self._wait(self._writer.drain())
+
+    # --- the session log ----------------------------------------------------------------
+
+    def _log_reason(self) -> None:
+        """Postfix's "lost connection after DATA (N bytes) from ..." and its kind."""
+        reason, where = self._reason, self._where
+        if reason is None or self._reason_logged or self._quiet:
+            return
+        self._reason_logged = True
+        if where == _AFTER_DATA:
+            log.info("%s after DATA (%d bytes) from %s", reason, self._data_bytes,
+                     self.namaddr)
+        elif where != _AFTER_EOM or reason != _LOST:
+            log.info("%s after %s from %s", reason, where, self.namaddr)
+
+    def _end_session(self) -> None:
+        if self._counted_client is not None:
+            self.relay.disconnected(self._counted_client)
+            self._counted_client = None
+        if self._quiet:
+            return
+        self._log_reason()
+        stats = []
+        success = total = 0
+        for verb in _COMMAND_ORDER:
+            if verb in self._counts:
+                ok, count = self._counts[verb]
+                stats.append(f"{verb.lower()}={ok}" + (f"/{count}" if ok != count else ""))
+                success += ok
+                total += count
+        stats.append(f"commands={success}" + (f"/{total}" if success != total or not total
+                                              else ""))
+        log.info("disconnect from %s %s", self.namaddr, " ".join(stats))
+
+    # --- commands (each returns True for success, False for an error reply) -------------
 
     async def _refuse_when_draining(self) -> bool:
         if not self.relay.draining:
             return False
         await self.push(replies.SHUTTING_DOWN)
-        if self.transport is not None:
-            self.transport.close()
+        self._hang_up()
         return True
 
-    # --- commands -----------------------------------------------------------------------
+    async def smtp_HELO(self, words: list[Token]) -> bool:
+        """HELO: the name is kept printable and neutered (edge.helo_name)."""
+        return await self._helo(words, extended=False)
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """Like aiosmtpd's, but a source route (<@a,@b:user@domain>) stays in the address,
-        so that the policy can see sender-specified routing."""
-        if not arg:
-            return "", ""
-        simple = _SIMPLE_PATH.match(arg)
-        if simple:  # the usual <local@domain>: no need for the full RFC 5322 parser
-            return simple.group(1), simple.group(2).strip()
-        try:
-            if arg.lstrip().startswith("<"):
-                parsed, rest = get_angle_addr(arg)
-                route = getattr(parsed, "route", None)
-                address = parsed.addr_spec
-                if route:
-                    address = ",".join("@" + hop for hop in route) + ":" + address
+    async def smtp_EHLO(self, words: list[Token]) -> bool:
+        """EHLO: as HELO, and the extensions Postfix would offer that the relay has."""
+        return await self._helo(words, extended=True)
+
+    async def _helo(self, words: list[Token], extended: bool) -> bool:
+        if await self._refuse_when_draining():
+            return False
+        assert self.session is not None
+        if len(words) < 2:
+            await self.push(f"501 Syntax: {'EHLO' if extended else 'HELO'} hostname")
+            return False
+        self._set_rset_state()
+        self.session.host_name = helo_name(words[1:])
+        self.session.extended_smtp = extended
+        if not extended:
+            await self.push(f"250 {self.hostname}")
+            return True
+        await self.push("\r\n".join((
+            f"250-{self.hostname}", "250-PIPELINING",
+            f"250-SIZE {self.relay.config.message_size_limit}",
+            "250-ENHANCEDSTATUSCODES", "250 8BITMIME")))
+        return True
+
+    async def smtp_MAIL(self, words: list[Token]) -> bool:
+        """MAIL FROM, with Postfix's checks in Postfix's order (smtpd.c mail_cmd())."""
+        if await self._refuse_when_draining():
+            return False
+        assert self.session is not None and self.envelope is not None
+        if not self.session.host_name:
+            await self.push(replies.NEED_HELO)
+            return False
+        if self.in_transaction:
+            await self.push(replies.NESTED_MAIL)
+            return False
+        if len(words) < 3 or words[1].text.lower() != "from:":
+            await self.push(replies.MAIL_SYNTAX)
+            return False
+        address = parse_path(words[2].text) if words[2].ok else None
+        if address is None or len(address) > MAX_ADDRESS_LENGTH:  # as RCPT: SES refuses
+            self._log_bad_address(words[2])
+            await self.push(replies.BAD_SENDER)
+            return False
+        size = 0
+        for word in words[3:]:
+            option = word.text.upper()
+            if option in ("BODY=8BITMIME", "BODY=7BIT"):
+                continue
+            if option.startswith("SIZE="):
+                if not option[5:].isdigit() or not option[5:].isascii():
+                    await self.push(replies.BAD_SIZE)
+                    return False
+                size = int(option[5:])
+            elif option.startswith(("RET=", "ENVID=")):
+                await self.push(replies.DSN_DISABLED)
+                return False
             else:
-                parsed, rest = get_addr_spec(arg)
-                address = parsed.addr_spec
-        except HeaderParseError:
-            return None, None
-        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
-            return None, None
-        return address, rest
+                await self.push(replies.unsupported_option(printable(word.text)))
+                return False
+        if size > self.relay.config.message_size_limit:
+            await self.push(replies.SIZE_EXCEEDED)
+            return False
+        reply = await self.relay.handle_MAIL(self, self.session, self.envelope,
+                                             address or "<>", [w.text for w in words[3:]])
+        await self.push(reply)
+        return reply.startswith("2")
 
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        """EHLO, refused with 421 while draining."""
-        if await self._refuse_when_draining():
-            return
-        await super().smtp_EHLO(hostname)
+    async def smtp_RCPT(self, words: list[Token]) -> bool:
+        """RCPT TO (smtpd.c rcpt_cmd()); the relay policy decides (relay.handle_RCPT)."""
+        assert self.session is not None and self.envelope is not None
+        if not self.in_transaction:
+            await self.push(replies.NEED_MAIL)
+            return False
+        if len(words) < 3 or words[1].text.lower() != "to:":
+            await self.push(replies.RCPT_SYNTAX)
+            return False
+        address = parse_path(words[2].text) if words[2].ok else None
+        if not address:  # malformed, or <>
+            self._log_bad_address(words[2])
+            await self.push(replies.BAD_ADDRESS)
+            return False
+        for word in words[3:]:
+            if word.text.upper().startswith(("NOTIFY=", "ORCPT=")):
+                await self.push(replies.DSN_DISABLED)
+                return False
+            await self.push(replies.unsupported_option(printable(word.text)))
+            return False
+        reply = await self.relay.handle_RCPT(self, self.session, self.envelope, address, [])
+        await self.push(reply)
+        return reply.startswith("2") or reply.startswith("452")
 
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
-        """HELO, refused with 421 while draining."""
-        if await self._refuse_when_draining():
-            return
-        await super().smtp_HELO(hostname)
+    def _log_bad_address(self, word: Token) -> None:
+        if word.ok:  # Postfix warns about what its address parser refused
+            log.warning("Illegal address syntax from %s in %s command: %s", self.namaddr,
+                        self._where, printable(word.text)[:200])
 
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        """MAIL FROM, with Postfix's SIZE= reply, refused with 421 while draining."""
-        if await self._refuse_when_draining():
-            return
-        limit = self.relay.config.message_size_limit
-        for param in (arg or "").upper().split()[1:]:
-            name, _, value = param.partition("=")
-            if name == "SIZE" and value.isdigit() and int(value) > limit:
-                await self.push(replies.SIZE_EXCEEDED)
-                return
-        await super().smtp_MAIL(arg)
+    async def smtp_RSET(self, words: list[Token]) -> bool:
+        """RSET."""
+        if len(words) != 1:
+            await self.push(replies.RSET_SYNTAX)
+            return False
+        self._set_rset_state()
+        await self.push(replies.OK)
+        return True
 
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:
+    async def smtp_NOOP(self, words: list[Token]) -> bool:
+        """NOOP (arguments ignored, as Postfix does)."""
+        await self.push(replies.OK)
+        return True
+
+    async def smtp_QUIT(self, words: list[Token]) -> bool:
+        """QUIT: Postfix does not check its syntax."""
+        await self.push(replies.BYE)
+        self._hang_up()
+        return True
+
+    async def smtp_VRFY(self, words: list[Token]) -> bool:
+        """VRFY: a relay has no mailboxes to verify (disable_vrfy_command = yes)."""
+        await self.push(replies.VRFY_DISABLED)
+        return False
+
+    async def _not_implemented(self, words: list[Token]) -> bool:
+        await self.push(replies.NOT_IMPLEMENTED)
+        return False
+
+    async def smtp_BDAT(self, words: list[Token]) -> bool:
+        """BDAT without CHUNKING: what follows would be raw content, so hang up."""
+        await self.push(replies.BDAT_NOT_IMPLEMENTED)
+        self._hang_up()
+        return False
+
+    async def smtp_DATA(self, words: list[Token]) -> bool:
         """DATA: read the message into one buffer, then hand it to the relay."""
-        if await self.check_helo_needed():
-            return
         assert self.envelope is not None and self.session is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
+            await self.push(replies.NO_VALID_RECIPIENTS if self.in_transaction
+                            else replies.NEED_RECIPIENT)
+            return False
+        if len(words) != 1:
+            await self.push(replies.DATA_SYNTAX)
+            return False
         transaction = self.relay.begin_data(self.session, self.envelope)
         await self.push(replies.START_DATA)
+        self._where = _AFTER_DATA
+        self._data_bytes = 0
         state, header_lines, buffer = await self._read_data(transaction)
-        if state is None:
-            return  # connection lost
+        self._where = _AFTER_EOM
         if state is _Data.BARE_NEWLINE:
             await self.push(replies.bare_newline(self.hostname))
             self._set_post_data_state()
-            assert self.transport is not None
-            self.transport.close()
-            return
+            self._hang_up()
+            return False
         if state is _Data.TOO_MUCH:
             reply = replies.SIZE_EXCEEDED
         elif state is _Data.TOO_LONG:
@@ -205,12 +572,16 @@ class RelaySession(SMTP):
             reply = await self.relay.finish_data(transaction, buffer)
         self.relay.record_reply(transaction, reply)
         self._set_post_data_state()
+        if reply.startswith("2"):  # Postfix forgives earlier errors once mail is accepted
+            self._errors = self._junk = 0
         await self.push(reply)
+        return reply.startswith("2")
 
     async def _read_data(self, transaction: Transaction
-                         ) -> tuple[_Data | None, list[bytes] | None, bytearray]:
+                         ) -> tuple[_Data, list[bytes] | None, bytearray]:
         """Read DATA up to <CRLF>.<CRLF>. Returns the final state, the header lines if the
-        body never started, and the buffer (Received: + checked headers + body).
+        body never started, and the buffer (Received: + checked headers + body). Raises
+        _Lost if the input ends first: an incomplete message is never queued.
 
         Headers are read line by line (header_checks needs them whole, and they are few);
         the body, where nearly all the bytes are, in blocks of whole lines (_read_body)."""
@@ -218,47 +589,36 @@ class RelaySession(SMTP):
         partial = False  # the previous piece was a line longer than the reader's limit
         reader = self._reader
         while data.state is _Data.HEADERS:
-            if data.size >= _TIMEOUT_RESET_BYTES:
-                # A long header section is an upload too (see _read_body).
-                self._reset_timeout()
             try:
-                line = await reader.readuntil(b"\r\n")
+                line = await self._wait(reader.readuntil(b"\r\n"))
             except asyncio.LimitOverrunError as exc:
-                await reader.read(exc.consumed)
+                self._data_bytes += len(await reader.read(exc.consumed))
                 data.too_long()
                 partial = True
                 break
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return None, None, data.buffer
+            except asyncio.IncompleteReadError as exc:
+                self._data_bytes += len(exc.partial)
+                raise _Lost from None
+            self._data_bytes += len(line)
             if line == b".\r\n":
                 return data.state, data.header_lines, data.buffer
             data.line(line)
-        if not await self._read_body(data, at_line_start=not partial):
-            return None, None, data.buffer
+        await self._read_body(data, at_line_start=not partial)
         return data.state, data.header_lines, data.buffer
 
-    async def _read_body(self, data: _DataReader, at_line_start: bool) -> bool:
-        """Read the rest of DATA in blocks of whole lines; False if the connection was lost.
+    async def _read_body(self, data: _DataReader, at_line_start: bool) -> None:
+        """Read the rest of DATA in blocks of whole lines; raises _Lost at end of input.
 
         Each read takes everything the stream holds (never more than 2 x its limit plus one
         socket read, since the transport pauses above that), so what follows the final "."
         (pipelined commands) can be handed back to the stream in order."""
         reader = self._reader
         carry = b""  # the start of a line whose end has not arrived yet
-        next_timeout_reset = _TIMEOUT_RESET_BYTES
-        received = 0
         while True:
-            try:
-                chunk = await reader.read(_READ_ALL)
-            except ConnectionError:
-                return False
+            chunk = await self._wait(reader.read(_READ_ALL))
             if not chunk:
-                return False
-            received += len(chunk)
-            if received >= next_timeout_reset:
-                # smtpd_timeout is an idle limit, not a limit on a long upload.
-                self._reset_timeout()
-                next_timeout_reset = received + _TIMEOUT_RESET_BYTES
+                raise _Lost
+            self._data_bytes += len(chunk)
             block = carry + chunk if carry else chunk
             if not at_line_start:  # skip the rest of an overlong line
                 eol = block.find(b"\r\n")
@@ -269,8 +629,10 @@ class RelaySession(SMTP):
             end, dotted = _find_end(block)
             if end >= 0:
                 data.lines(block[:end], dotted)
-                self._unread(block[end + 3:])
-                return True
+                rest = block[end + 3:]
+                self._data_bytes -= len(rest)
+                self._unread(rest)
+                return
             cut = block.rfind(b"\r\n") + 2  # 1 if there is no line end
             if cut > 1:
                 data.lines(block[:cut], dotted)
@@ -300,6 +662,24 @@ class RelaySession(SMTP):
         session = super()._create_session()
         session.client_address = None  # set from the PROXY header or the socket peer
         return session
+
+
+_COMMANDS: dict[str, Callable[[RelaySession, list[Token]], Awaitable[bool]]] = {
+    "HELO": RelaySession.smtp_HELO,
+    "EHLO": RelaySession.smtp_EHLO,
+    "MAIL": RelaySession.smtp_MAIL,
+    "RCPT": RelaySession.smtp_RCPT,
+    "DATA": RelaySession.smtp_DATA,
+    "BDAT": RelaySession.smtp_BDAT,
+    "RSET": RelaySession.smtp_RSET,
+    "NOOP": RelaySession.smtp_NOOP,
+    "VRFY": RelaySession.smtp_VRFY,
+    "QUIT": RelaySession.smtp_QUIT,
+    # Postfix built without TLS and SASL; and no fast flush: ETRN has nothing to do.
+    "STARTTLS": RelaySession._not_implemented,
+    "AUTH": RelaySession._not_implemented,
+    "ETRN": RelaySession._not_implemented,
+}
 
 
 def _find_end(block: bytes) -> tuple[int, bool]:
@@ -412,7 +792,3 @@ class _DataReader:
             self.buffer += line
             self.header_lines = None
             self.state = _Data.BODY
-
-
-# RelaySession's smtp_* and auth_* attributes, the names aiosmtpd looks for.
-_COMMAND_NAMES = [name for name in dir(RelaySession) if name.startswith(("smtp_", "auth_"))]

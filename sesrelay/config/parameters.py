@@ -27,8 +27,8 @@ def _domains(subdomains: bool) -> Callable[[str, str], tables.DomainList]:
     return functools.partial(tables.parse_domain_list, subdomains=subdomains)
 
 
-IDENTITY, RELAY, LIMITS, PROXY, QUEUE, SES, SPOOL = (
-    "Identity and listener", "Relay rules", "Limits and replies",
+IDENTITY, RELAY, LIMITS, SESSION, PROXY, QUEUE, SES, SPOOL = (
+    "Identity and listener", "Relay rules", "Limits and replies", "SMTP sessions",
     "Load balancer (PROXY protocol)", "Queue and retries", "Amazon SES", "Spool")
 
 
@@ -58,8 +58,6 @@ class Config:
     sesrelay_listen_port: int = _param(values.parse_int, "25",
                                        "TCP port of the SMTP listener (master.cf's smtp "
                                        "service in Postfix).", IDENTITY)
-    smtpd_timeout: int = _param(values.time_parser("s"), "300s",
-                                "Idle time before the relay drops a silent client.", IDENTITY)
 
     # Relay rules
     mynetworks: tables.NetworkList = _param(
@@ -109,6 +107,35 @@ class Config:
     relay_domains_reject_code: int = _param(
         values.parse_reply_code, "554",
         "Reply code of reject_unauth_destination (Relay access denied).", LIMITS)
+
+    # SMTP sessions: what a slow, broken or hostile client may do (Postfix's smtpd limits)
+    smtpd_timeout: int = _param(
+        values.time_parser("s"), "300s",
+        "Limit on each read from and each write to the client (not on a whole upload, nor "
+        "on the time the relay spends storing a message); then 421 4.4.2 and hang up.",
+        SESSION)
+    smtpd_hard_error_limit: int = _param(
+        values.parse_int, "20",
+        "Errors a client may make in one session before 421 4.7.0 too many errors and "
+        "hang-up.", SESSION)
+    smtpd_soft_error_limit: int = _param(
+        values.parse_int, "10",
+        "Errors after which each reply waits smtpd_error_sleep_time.", SESSION)
+    smtpd_error_sleep_time: int = _param(
+        values.time_parser("s"), "1s",
+        "Wait before each reply once smtpd_soft_error_limit is reached.", SESSION)
+    smtpd_junk_command_limit: int = _param(
+        values.parse_int, "100",
+        "NOOP, RSET, VRFY, ETRN, HELO and EHLO commands allowed before each counts as an "
+        "error (until a message is accepted).", SESSION)
+    smtpd_client_connection_count_limit: int = _param(
+        values.parse_int, "50",
+        "Simultaneous connections from one client address to one relay process (0: no "
+        "limit); more get 421 4.7.0 too many connections.", SESSION)
+    smtpd_client_event_limit_exceptions: tables.NetworkList = _param(
+        tables.parse_network_list, "",
+        "Clients exempt from smtpd_client_connection_count_limit. Unlike Postfix, not "
+        "$mynetworks by default: here every client is in mynetworks.", SESSION)
 
     # Load balancer (PROXY protocol)
     smtpd_upstream_proxy_protocol: str = _param(

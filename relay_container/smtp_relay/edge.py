@@ -1,0 +1,49 @@
+"""The edge: every string a client sends is checked here, once, before the relay uses it.
+
+- Command lines: Postfix's smtpd reads a line up to LF, drops the CRs before it, and
+  refuses one that is not UTF-8 (``500 5.5.2 Error: bad UTF-8 syntax``).
+- The HELO/EHLO name is made printable and neutered as Postfix's helo_cmd() does:
+  ``printable()`` then ``neuter(NEUTER_CHARACTERS)``, every other character becoming "?".
+  Postfix keeps UTF-8 when smtputf8_enable = yes; sesrelay offers no SMTPUTF8, so it keeps
+  printable ASCII only, as Postfix does with smtputf8_enable = no. The name goes into the
+  Received: header, so one longer than a DNS name can be (255 octets) is cut there.
+- Envelope addresses: ``addresses.parse_path`` (controls, DEL and 8-bit refused).
+- Anything else from the client that reaches a log line or a reply goes through
+  ``printable`` first, so that no client byte can end or forge a line.
+"""
+
+from __future__ import annotations
+
+import re
+
+from smtp_relay.addresses import Token, parse_path, tokenize
+
+__all__ = ["Token", "command_text", "helo_name", "parse_path", "printable", "tokenize"]
+
+# smtpd.c: "This filter is applied after printable()".
+NEUTER_CHARACTERS = ' <>()\\";@'
+MAX_HELO_LENGTH = 255  # RFC 1035: the longest domain name
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_NEUTER = str.maketrans(dict.fromkeys(NEUTER_CHARACTERS, "?"))
+
+
+def printable(text: str, replacement: str = "?") -> str:
+    """Postfix's printable() without UTF-8: every character that is not printable ASCII
+    becomes the replacement."""
+    return _NOT_PRINTABLE.sub(replacement, text)
+
+
+def helo_name(words: list[Token]) -> str:
+    """The HELO/EHLO argument words as the relay keeps them: joined by one space
+    (Postfix's collapse_args), made printable, neutered, at most 255 octets."""
+    name = " ".join(word.text for word in words)
+    return printable(name).translate(_NEUTER)[:MAX_HELO_LENGTH]
+
+
+def command_text(line: bytes) -> str | None:
+    """A command line (LF and the CRs before it already removed) as text, or None when
+    it is not UTF-8."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
