@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from tests.conftest import SESRELAY
+from tests.relay.conftest import create_idempotency_table
 from tests.support import free_port, read_reply, wait_for_port
 
 REGION = "us-east-1"
@@ -39,6 +40,7 @@ class Relay:
         boto3.client("s3", **credentials).create_bucket(Bucket=bucket)
         self.sqs = boto3.client("sqs", **credentials)
         self.queue_url = self.sqs.create_queue(QueueName=bucket)["QueueUrl"]
+        create_idempotency_table(boto3.client("dynamodb", **credentials), bucket)
         self.port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
@@ -47,7 +49,8 @@ class Relay:
                     "POWERTOOLS_METRICS_DISABLED": "true",
                     "SESRELAY_MYHOSTNAME": "relay.example.net",
                     "SESRELAY_SPOOL_BUCKET": bucket,
-                    "SESRELAY_SPOOL_QUEUE_URL": self.queue_url})
+                    "SESRELAY_SPOOL_QUEUE_URL": self.queue_url,
+                    "SESRELAY_IDEMPOTENCY_TABLE": bucket})
         self.log = tmp_path / "serve.log"
         self.process = subprocess.Popen(
             [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}"], env=env,
