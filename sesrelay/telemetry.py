@@ -12,6 +12,7 @@ SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 
 SERVICE_RELAY = "relay"
 SERVICE_WORKER = "worker"
+SERVICE_EVENTS = "events"  # the SES events handler
 
 # Relay (service=relay): one count per message, by the reply it got.
 ACCEPTED = "Accepted"  # 250 queued

@@ -316,8 +316,10 @@ class TrailWriter:
             ExpressionAttributeValues={f":v{i}": _serializer.serialize(_decimals(v))
                                        for i, v in enumerate(values.values())})
 
-    def event(self, event: SesEventRecord) -> None:
-        """An SES event (stored once however often it is delivered)."""
+    def event(self, event: SesEventRecord) -> bool:
+        """An SES event (stored once however often it is delivered). True when this
+        call stored it first, False when the same event was already there (a
+        redelivery; or, rarely, this call's own earlier attempt whose answer was lost)."""
         item = {PARTITION_KEY: event.partition, SORT_KEY: event.sort_key, "kind": EVENT,
                 "at": event.timestamp, "event_type": event.event_type,
                 "ses_message_id": event.ses_message_id, "attempt_id": event.attempt_id,
@@ -325,8 +327,10 @@ class TrailWriter:
                 "bounce_type": event.bounce_type, "bounce_subtype": event.bounce_subtype,
                 "detail": event.detail, "source": event.source,
                 TTL_ATTRIBUTE: self._expires()}
-        self.dynamodb.put_item(TableName=self.table,
-                               Item=to_item({k: v for k, v in item.items() if v != ""}))
+        old = self.dynamodb.put_item(TableName=self.table,
+                                     Item=to_item({k: v for k, v in item.items() if v != ""}),
+                                     ReturnValues="ALL_OLD").get("Attributes")
+        return not old
 
 
 @dataclass
