@@ -11,12 +11,16 @@ An environment looks like this (every key but ``relay`` is optional)::
       "worker": {"timeout_seconds": 60, "max_concurrency": 4},
       "alarm_email": "ops@example.com",
       "private_dns": {"zone_name": "example.internal", "record_name": "smtp"},
-      "endpoint_service": {"allowed_principals": ["arn:aws:iam::210987654321:root"]}
+      "endpoint_service": {"allowed_principals": ["arn:aws:iam::210987654321:root"]},
+      "events": {"configuration_set_exists": false}
     }
 
 ``relay`` holds Postfix and ``ses_`` parameters and is validated by the configuration
 model the relay itself uses, so a value the relay would refuse fails synthesis with the
-model's message. ``vpc`` either describes a VPC to create or, with ``vpc_id``, one to
+model's message. With ``relay.ses_configuration_set`` the stack creates that SES
+configuration set and captures its events in the trail; ``events.configuration_set_exists``
+says the set exists already (made outside this stack), so only its event destination is
+added. ``vpc`` either describes a VPC to create or, with ``vpc_id``, one to
 import; an imported VPC is described in full (subnet IDs and CIDRs) so that synthesis
 needs no AWS credentials.
 """
@@ -38,6 +42,7 @@ STACK_PARAMETERS = (
     "sesrelay_spool_bucket",
     "sesrelay_spool_queue_url",
     "sesrelay_idempotency_table",
+    "sesrelay_trail_table",
     "sesrelay_listen_port",
     "smtpd_upstream_proxy_protocol",
     "sesrelay_proxy_networks",
@@ -123,6 +128,15 @@ class EndpointService:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    """SES event capture (only with relay.ses_configuration_set)."""
+
+    # The configuration set exists already: add the event destination to it, do not
+    # create (or, on stack deletion, delete) the set itself.
+    configuration_set_exists: bool = False
+
+
+@dataclass(frozen=True)
 class EnvironmentSettings:
     """One deployment, as cdk.json describes it."""
 
@@ -139,6 +153,7 @@ class EnvironmentSettings:
     endpoint_service: EndpointService | None
     log_retention_days: int
     powertools_layer_version: int
+    events: EventsSettings = EventsSettings()
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -257,7 +272,7 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
     env = _Reader(context["environments"][name], f"cdk.json environments.{name}")
     env.check_keys({"account", "region", "vpc", "relay", "service", "worker", "alarm_email",
                     "private_dns", "endpoint_service", "log_retention_days",
-                    "powertools_layer_version"})
+                    "powertools_layer_version", "events"})
 
     relay_reader = env.child("relay")
     if relay_reader is None:
@@ -290,6 +305,7 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
         log_retention_days=retention,
         powertools_layer_version=env.integer("powertools_layer_version",
                                              POWERTOOLS_LAYER_VERSION, 1, 10_000),
+        events=_events(env.child("events"), config),
     )
     _check_networks(settings, relay_reader.where)
     return settings
@@ -370,6 +386,17 @@ def _worker(reader: _Reader | None) -> WorkerSize:
         # SQS event sources accept a maximum concurrency of 2 to 1000.
         max_concurrency=reader.optional_integer("max_concurrency", 2, 1000),
     )
+
+
+def _events(reader: _Reader | None, config: Config) -> EventsSettings:
+    if reader is None:
+        return EventsSettings()
+    reader.check_keys({"configuration_set_exists"})
+    if not config.ses_configuration_set:
+        raise SettingsError(f"{reader.where}: SES events are captured only for a "
+                            "configuration set: set relay.ses_configuration_set")
+    return EventsSettings(configuration_set_exists=reader.boolean(
+        "configuration_set_exists", EventsSettings.configuration_set_exists))
 
 
 def _private_dns(reader: _Reader | None) -> PrivateDns | None:

@@ -14,6 +14,7 @@ from constructs import Construct
 from sesrelay import telemetry
 from stacks.environment import EnvironmentSettings, SettingsError
 from stacks.relay_service import RelayService
+from stacks.ses_events import SesEvents
 from stacks.spool import Spool
 from stacks.worker import Worker
 
@@ -43,7 +44,8 @@ class Monitoring(Construct):
     """SNS alarm topic (encrypted), the alarms, and the per-environment dashboard."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings,
-                 relay: RelayService, spool: Spool, worker: Worker) -> None:
+                 relay: RelayService, spool: Spool, worker: Worker,
+                 events: SesEvents | None = None) -> None:
         super().__init__(scope, construct_id)
         if (settings.config.ses_region and settings.region
                 and settings.config.ses_region != settings.region):
@@ -53,6 +55,7 @@ class Monitoring(Construct):
                                 "deployment region")
         self.settings = settings
         self.relay, self.spool, self.worker = relay, spool, worker
+        self.events = events
         self.topic = self._topic()
         self.alarms = self._alarms()
         action = cw_actions.SnsAction(self.topic)
@@ -178,6 +181,19 @@ class Monitoring(Construct):
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=missing_ok),
         ]
+        if self.events:
+            alarms.append(cw.Alarm(
+                self, "EventsDeadLetterQueueNotEmpty",
+                alarm_name=f"{name}-events-dlq-not-empty",
+                alarm_description="SES events the events handler could not store are in the "
+                                  "events DLQ: the trail misses them (and a send in doubt "
+                                  "cannot be settled by them). Inspect, fix, then redrive.",
+                metric=self.events.dead_letter_queue
+                .metric_approximate_number_of_messages_visible(
+                    statistic="Maximum", period=cdk.Duration.minutes(1)),
+                threshold=1, evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=missing_ok))
         return alarms
 
     # Dashboard ----------------------------------------------------------------------

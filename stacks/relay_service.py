@@ -17,6 +17,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from sesrelay.commit import COMMIT_PREFIX
 from sesrelay.spool import KEY_PREFIX
 from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_RELAY, metrics_namespace
 from stacks.environment import CONTAINER_PORT, SMTP_PORT, EnvironmentSettings
@@ -59,7 +60,8 @@ class RelayService(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings,
                  network: Network, environment: dict[str, str], bucket_arn: str,
-                 queue: sqs.IQueue, log_retention: logs.RetentionDays) -> None:
+                 queue: sqs.IQueue, idempotency_table_arn: str,
+                 log_retention: logs.RetentionDays) -> None:
         super().__init__(scope, construct_id)
         vpc = network.vpc
 
@@ -145,6 +147,14 @@ class RelayService(Construct):
             resources=[f"{bucket_arn}/{KEY_PREFIX}*"]))
         task.add_to_task_role_policy(iam.PolicyStatement(
             sid="QueueEnvelopes", actions=["sqs:SendMessage"], resources=[queue.queue_arn]))
+        # The commit protocol (sesrelay.commit): when SendMessage's outcome is unknown
+        # the relay writes, or reads back, the queue ID's commit record. Only items whose
+        # key starts with the commit prefix: never the worker's idempotency records.
+        task.add_to_task_role_policy(iam.PolicyStatement(
+            sid="CommitRecords", actions=["dynamodb:PutItem", "dynamodb:GetItem"],
+            resources=[idempotency_table_arn],
+            conditions={"ForAllValues:StringLike": {
+                "dynamodb:LeadingKeys": [f"{COMMIT_PREFIX}*"]}}))
         spool_keys = f"{KEY_PREFIX}*"
         acknowledge(task.task_role,
                     f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"

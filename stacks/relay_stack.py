@@ -11,17 +11,21 @@ from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as route53_targets
 from constructs import Construct
 
+from sesrelay import deployment
 from sesrelay.config import env_name, to_environment
 from stacks.environment import EnvironmentSettings
 from stacks.monitoring import Monitoring
 from stacks.network import Network
 from stacks.relay_service import RelayService
+from stacks.ses_events import SesEvents
 from stacks.spool import Spool
+from stacks.trail import Trail
 from stacks.worker import Worker
 
 
 class SesRelayStack(cdk.Stack):
-    """Network, spool, worker, relay service and monitoring of one environment."""
+    """Network, spool, trail, worker, relay service, SES events (with a configuration
+    set) and monitoring of one environment."""
 
     def __init__(self, scope: Construct, construct_id: str, settings: EnvironmentSettings,
                  **kwargs: Any) -> None:
@@ -34,21 +38,33 @@ class SesRelayStack(cdk.Stack):
         config = settings.relay_config(network.subnet_cidrs)
         worker_timeout = cdk.Duration.seconds(settings.worker.timeout_seconds)
         spool = Spool(self, "Spool", settings, worker_timeout)
+        trail = Trail(self, "Trail")
         # Resource names are tokens until deployment: they are set under the model's
         # environment names instead of going through its $name expansion.
         environment = {
             **to_environment(config),
             env_name("sesrelay_spool_bucket"): spool.bucket.bucket_name,
             env_name("sesrelay_spool_queue_url"): spool.queue.queue_url,
+            env_name("sesrelay_trail_table"): trail.table.table_name,
         }
         worker = Worker(self, "Worker", settings=settings, environment=environment,
-                        bucket_arn=spool.bucket.bucket_arn, queue=spool.queue,
+                        bucket_arn=spool.bucket.bucket_arn, queue=spool.queue, trail=trail,
                         timeout=worker_timeout, log_retention=retention)
-        relay = RelayService(self, "Relay", settings=settings, network=network,
-                             environment=environment, bucket_arn=spool.bucket.bucket_arn,
-                             queue=spool.queue, log_retention=retention)
+        idempotency_table = worker.idempotency_table
+        relay = RelayService(
+            self, "Relay", settings=settings, network=network,
+            environment={**environment, env_name("sesrelay_idempotency_table"):
+                         idempotency_table.table_name},
+            bucket_arn=spool.bucket.bucket_arn, queue=spool.queue,
+            idempotency_table_arn=idempotency_table.table_arn, log_retention=retention)
+        events = None
+        if config.ses_configuration_set:
+            events = SesEvents(self, "SesEvents", settings=settings, environment=environment,
+                               trail_store=trail, max_concurrency=worker.max_concurrency,
+                               log_retention=retention)
         Monitoring(self, "Monitoring", settings=settings, relay=relay, spool=spool,
-                   worker=worker)
+                   worker=worker, events=events)
+        self._outputs(spool, trail, worker, relay, events)
 
         endpoint = relay.load_balancer.load_balancer_dns_name
         if settings.private_dns:
@@ -64,6 +80,38 @@ class SesRelayStack(cdk.Stack):
                           description="PrivateLink service name for interface endpoints")
         cdk.CfnOutput(self, "RelayHost", value=endpoint,
                       description="relayhost for applications (SMTP, port 25)")
+
+    def _outputs(self, spool: Spool, trail: Trail, worker: Worker, relay: RelayService,
+                 events: SesEvents | None) -> None:
+        """What the CLI needs to find this environment's resources (`--env NAME`)."""
+        outputs = {
+            deployment.OUTPUT_QUEUE_URL: (spool.queue.queue_url, "the spool queue"),
+            deployment.OUTPUT_DLQ_URL: (spool.dead_letter_queue.queue_url,
+                                                  "the spool queue's DLQ"),
+            deployment.OUTPUT_BUCKET: (spool.bucket.bucket_name, "the spool bucket"),
+            deployment.OUTPUT_IDEMPOTENCY_TABLE: (worker.idempotency_table.table_name,
+                                              "idempotency and commit records"),
+            deployment.OUTPUT_TRAIL_TABLE: (trail.table.table_name, "the message trail"),
+            deployment.OUTPUT_RELAY_LOG_GROUP: (relay.log_group.log_group_name,
+                                            "the relay's log (smtpd, qmgr lines)"),
+            deployment.OUTPUT_WORKER_LOG_GROUP: (worker.log_group.log_group_name,
+                                             "the worker's log (smtp, bounce lines)"),
+            deployment.OUTPUT_REGION: (self.region, "the region of every resource above"),
+        }
+        if events:
+            outputs |= {
+                deployment.OUTPUT_EVENTS_QUEUE_URL: (events.queue.queue_url,
+                                                 "the SES events queue"),
+                deployment.OUTPUT_EVENTS_DLQ_URL: (
+                    events.dead_letter_queue.queue_url, "the SES events queue's DLQ"),
+                deployment.OUTPUT_EVENTS_LOG_GROUP: (events.log_group.log_group_name,
+                                                 "the SES events handler's log"),
+                deployment.OUTPUT_CONFIGURATION_SET: (events.configuration_set_name,
+                                                  "the SES configuration set"),
+            }
+        for name, (value, description) in outputs.items():
+            # Defined on the stack itself, so each output key is exactly its name.
+            cdk.CfnOutput(self, name, value=value, description=description)
 
     def _private_dns(self, settings: EnvironmentSettings, network: Network,
                      relay: RelayService) -> str:

@@ -4,15 +4,10 @@ with its idempotency table and a role that can do exactly that."""
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
-from typing import Any
 
 import aws_cdk as cdk
-import jsii
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
@@ -23,16 +18,10 @@ from sesrelay.spool import KEY_PREFIX
 from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_WORKER, metrics_namespace
 from stacks.environment import EnvironmentSettings, SettingsError
 from stacks.nag import acknowledge, logical_id
+from stacks.python_function import python_function
+from stacks.trail import Trail
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# What goes into the function's code: the handler package and the core package it
-# imports. boto3 comes with the runtime and powertools from its public layer.
-CODE_PACKAGES = {"ses_worker": REPO_ROOT / "lambdas" / "ses_worker",
-                 "sesrelay": REPO_ROOT / "sesrelay"}
-HANDLER = "ses_worker.handler.handler"
-RUNTIME = lambda_.Runtime.PYTHON_3_13
-POWERTOOLS_LAYER = ("arn:{partition}:lambda:{region}:017000801446:layer:"
-                    "AWSLambdaPowertoolsPythonV3-python313-arm64:{version}")
+HANDLER_PACKAGE = "ses_worker"
 BATCH_SIZE = 10
 # Powertools' DynamoDB persistence layer: partition key "id", TTL attribute "expiration".
 IDEMPOTENCY_KEY = "id"
@@ -61,18 +50,6 @@ def max_concurrency(settings: EnvironmentSettings) -> int:
     return min(1000, max(2, math.ceil(rate / RECIPIENTS_PER_SECOND_PER_WORKER)))
 
 
-@jsii.implements(cdk.ILocalBundling)
-class _CopyPackages:
-    """Builds the function's code by copying the Python packages: no Docker needed."""
-
-    def try_bundle(self, output_dir: str, *args: Any, **kwargs: Any) -> bool:
-        """Copy each package into output_dir, without bytecode caches."""
-        for name, source in CODE_PACKAGES.items():
-            shutil.copytree(source, Path(output_dir) / name, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return True
-
-
 def _ses_resources(config: Config) -> list[str]:
     """ARNs SES checks when the worker sends: each verified identity (and the identity
     ARN used for sending authorization) and the configuration set."""
@@ -91,11 +68,13 @@ def _ses_resources(config: Config) -> list[str]:
 
 
 class Worker(Construct):
-    """The SES sender Lambda, its SQS event source and its idempotency table."""
+    """The SES sender Lambda, its SQS event source and its idempotency table; its role
+    also reads and writes the trail."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings,
                  environment: dict[str, str], bucket_arn: str, queue: sqs.IQueue,
-                 timeout: cdk.Duration, log_retention: logs.RetentionDays) -> None:
+                 trail: Trail, timeout: cdk.Duration, log_retention: logs.RetentionDays
+                 ) -> None:
         super().__init__(scope, construct_id)
         config = settings.config
 
@@ -134,43 +113,22 @@ class Worker(Construct):
             actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                      "dynamodb:DeleteItem"],
             resources=[self.idempotency_table.table_arn]))
+        trail.grant_worker(role)
         acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"
                           f"{KEY_PREFIX}*]",
                     "Spooled objects have one key per message under the spool prefix; the "
                     "worker reads, tags and deletes any of them and nothing else.")
 
-        self.function = lambda_.Function(
-            self, "Function",
-            runtime=RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
-            handler=HANDLER,
-            code=lambda_.Code.from_asset(
-                str(CODE_PACKAGES["ses_worker"]),
-                bundling=cdk.BundlingOptions(
-                    # Never pulled: the local bundler always succeeds.
-                    image=RUNTIME.bundling_image,
-                    local=_CopyPackages(),
-                ),
-            ),
-            layers=[lambda_.LayerVersion.from_layer_version_arn(
-                self, "Powertools", POWERTOOLS_LAYER.format(
-                    partition=cdk.Aws.PARTITION, region=cdk.Aws.REGION,
-                    version=settings.powertools_layer_version))],
-            memory_size=settings.worker.memory_mib,
-            timeout=timeout,
-            role=role,
-            log_group=self.log_group,
+        self.function = python_function(
+            self, "Function", settings=settings, handler_package=HANDLER_PACKAGE, role=role,
+            log_group=self.log_group, timeout=timeout, memory_mib=settings.worker.memory_mib,
             environment={
                 **environment,
                 env_name("sesrelay_idempotency_table"): self.idempotency_table.table_name,
                 NAMESPACE_ENV: metrics_namespace(settings.name),
                 SERVICE_ENV: SERVICE_WORKER,
             },
-            description=f"sesrelay {settings.name}: sends spooled mail through Amazon SES",
-        )
-        acknowledge(self.function, "AwsSolutions-L1",
-                    "The runtime is pinned to Python 3.13 together with the matching build of "
-                    "the public Powertools layer (python313); both move together, deliberately.")
+            description=f"sesrelay {settings.name}: sends spooled mail through Amazon SES")
         self.max_concurrency = max_concurrency(settings)
         self.function.add_event_source(event_sources.SqsEventSource(
             queue,

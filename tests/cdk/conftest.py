@@ -21,8 +21,8 @@ CONSUMER_ACCOUNT = "arn:aws:iam::210987654321:root"
 
 
 def imported_context() -> dict[str, Any]:
-    """cdk.json's context plus an environment that imports its VPC, has PrivateLink and
-    runs 2-vCPU tasks."""
+    """cdk.json's context plus an environment that imports its VPC, has PrivateLink,
+    runs 2-vCPU tasks and adds its event destination to an existing configuration set."""
     context = cdk_app.file_context()
     environment = copy.deepcopy(context["environments"]["prod"])
     environment["vpc"] = {
@@ -36,6 +36,8 @@ def imported_context() -> dict[str, Any]:
     environment["endpoint_service"] = {"allowed_principals": [CONSUMER_ACCOUNT]}
     environment["relay"]["mynetworks"] = ["10.90.0.0/16"]
     environment["service"] = {**environment["service"], "cpu": 2048, "memory_mib": 4096}
+    # The configuration set exists already: only its event destination is added.
+    environment["events"] = {"configuration_set_exists": True}
     return {"environments": {**context["environments"], IMPORTED: environment},
             "env": IMPORTED}
 

@@ -26,8 +26,19 @@ class Deployment:
         """Resources of one CloudFormation type, by logical ID."""
         return {k: r for k, r in self.template["Resources"].items() if r["Type"] == kind}
 
-    def one(self, kind: str) -> dict[str, Any]:
-        """Properties of the only resource of a type."""
-        found = list(self.resources(kind).values())
-        assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-        return found[0]["Properties"]
+    def one(self, kind: str, prefix: str = "") -> dict[str, Any]:
+        """Properties of the only resource of a type (whose logical ID starts with
+        prefix, the path of its construct: ``Worker``, ``SesEvents``, ``Trail``)."""
+        found = [r for k, r in self.resources(kind).items() if k.startswith(prefix)]
+        assert len(found) == 1, f"expected one {kind} {prefix}, found {len(found)}"
+        return dict(found[0]["Properties"])
+
+    def logical_id(self, kind: str, prefix: str) -> str:
+        """The logical ID of the only resource of a type under a construct path."""
+        [found] = [k for k in self.resources(kind) if k.startswith(prefix)]
+        return found
+
+    @property
+    def has_events(self) -> bool:
+        """Whether this environment captures SES events (names a configuration set)."""
+        return bool(self.settings.config.ses_configuration_set)

@@ -11,6 +11,7 @@ from typing import Any
 from aws_cdk.assertions import Match, Template
 
 from sesrelay import telemetry
+from sesrelay.commit import COMMIT_PREFIX
 from sesrelay.config import env_name, to_environment
 from sesrelay.spool import KEY_PREFIX
 from stacks.environment import CONTAINER_PORT, SMTP_PORT
@@ -34,8 +35,8 @@ def _container_env(deployment: Deployment) -> dict[str, Any]:
     return {e["Name"]: e["Value"] for e in _container(deployment)["Environment"]}
 
 
-def _lambda_env(deployment: Deployment) -> dict[str, Any]:
-    return deployment.one("AWS::Lambda::Function")["Environment"]["Variables"]
+def _lambda_env(deployment: Deployment, prefix: str = "Worker") -> dict[str, Any]:
+    return deployment.one("AWS::Lambda::Function", prefix)["Environment"]["Variables"]
 
 
 def _private_subnet_cidrs(deployment: Deployment) -> list[str]:
@@ -206,25 +207,24 @@ def test_spool_lifecycle_outlives_queue_lifetime_retention_and_dlq(
 def test_queues_are_encrypted_and_ssl_only(deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
         queues = deployment.resources("AWS::SQS::Queue")
-        assert len(queues) == 2
+        # The spool queue and its DLQ; the SES events queue and its DLQ.
+        assert len(queues) == (4 if deployment.has_events else 2)
         for queue in queues.values():
             assert queue["Properties"]["SqsManagedSseEnabled"] is True
         policies = [json.dumps(p["Properties"]) for p in
                     deployment.resources("AWS::SQS::QueuePolicy").values()]
-        assert len(policies) == 2
+        assert len(policies) == len(queues)
         assert all('"aws:SecureTransport": "false"' in p for p in policies)
 
 
 def _main_queue(deployment: Deployment) -> dict[str, Any]:
-    [queue] = [r["Properties"] for r in deployment.resources("AWS::SQS::Queue").values()
-               if "RedrivePolicy" in r["Properties"]]
-    return queue
+    return deployment.one("AWS::SQS::Queue", "SpoolQueue")
 
 
 def test_visibility_timeout_is_six_times_the_lambda_timeout(
         deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
-        timeout = deployment.one("AWS::Lambda::Function")["Timeout"]
+        timeout = deployment.one("AWS::Lambda::Function", "Worker")["Timeout"]
         assert _main_queue(deployment)["VisibilityTimeout"] >= 6 * timeout
 
 
@@ -246,7 +246,7 @@ def test_dlq_is_reached_only_after_the_backoff_schedule_spans_the_queue_lifetime
 
 def test_worker_lambda_runs_arm64_python_312_or_newer(deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
-        function = deployment.one("AWS::Lambda::Function")
+        function = deployment.one("AWS::Lambda::Function", "Worker")
         assert function["Architectures"] == ["arm64"]
         major, minor = function["Runtime"].removeprefix("python").split(".")
         assert (int(major), int(minor)) >= (3, 12)
@@ -262,7 +262,7 @@ def test_worker_lambda_runs_arm64_python_312_or_newer(deployments: dict[str, Dep
 
 
 def test_worker_code_asset_holds_handler_and_core_package(dev: Deployment) -> None:
-    function = dev.one("AWS::Lambda::Function")
+    function = dev.one("AWS::Lambda::Function", "Worker")
     asset = function["Code"]["S3Key"].removesuffix(".zip")
     directory = Path(dev.assembly.directory) / f"asset.{asset}"
     assert {p.name for p in directory.iterdir()} >= {"ses_worker", "sesrelay"}
@@ -272,7 +272,7 @@ def test_worker_code_asset_holds_handler_and_core_package(dev: Deployment) -> No
 def test_event_source_batches_ten_reports_item_failures_and_caps_concurrency(
         deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
-        mapping = deployment.one("AWS::Lambda::EventSourceMapping")
+        mapping = deployment.one("AWS::Lambda::EventSourceMapping", "Worker")
         assert mapping["BatchSize"] == 10
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         concurrency = mapping["ScalingConfig"]["MaximumConcurrency"]
@@ -284,7 +284,7 @@ def test_event_source_batches_ten_reports_item_failures_and_caps_concurrency(
 
 def test_idempotency_table_has_ttl_pitr_and_on_demand(deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
-        table = deployment.one("AWS::DynamoDB::GlobalTable")
+        table = deployment.one("AWS::DynamoDB::GlobalTable", "Worker")
         assert table["BillingMode"] == "PAY_PER_REQUEST"
         assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration",
                                                     "Enabled": True}
@@ -326,13 +326,21 @@ def test_worker_iam_is_least_privilege(deployments: dict[str, Deployment]) -> No
         assert f"/{KEY_PREFIX}*" in json.dumps(s3["Resource"])
 
 
-def test_relay_task_role_may_only_spool(deployments: dict[str, Deployment]) -> None:
+def test_relay_task_role_may_only_spool_and_write_commit_records(
+        deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
         statements = _role_statements(deployment, "RelayTaskTaskRole")
+        # Never s3:DeleteObject: the relay does not withdraw what it spooled.
         assert sorted(a for s in statements for a in _actions(s)) == [
-            "s3:PutObject", "sqs:SendMessage"]
+            "dynamodb:GetItem", "dynamodb:PutItem", "s3:PutObject", "sqs:SendMessage"]
         [s3] = [s for s in statements if _actions(s) == ["s3:PutObject"]]
         assert f"/{KEY_PREFIX}*" in json.dumps(s3["Resource"])
+        # Commit records only: items of the idempotency table whose key has the prefix.
+        [commit] = [s for s in statements if "dynamodb:PutItem" in _actions(s)]
+        table = deployment.logical_id("AWS::DynamoDB::GlobalTable", "WorkerIdempotencyTable")
+        assert commit["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
+        assert commit["Condition"] == {"ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [f"{COMMIT_PREFIX}*"]}}
 
 
 # Monitoring ----------------------------------------------------------------------------
@@ -363,8 +371,9 @@ def test_alarms_notify_the_encrypted_topic(deployments: dict[str, Deployment]) -
         assert set(alarms) == {"dlq-not-empty", "oldest-message-too-old",
                                "healthy-below-desired", "worker-errors",
                                "ses-sending-paused", "ses-bounce-rate",
-                               "ses-complaint-rate", "service-at-max-tasks"}
-        [topic_id] = deployment.resources("AWS::SNS::Topic")
+                               "ses-complaint-rate", "service-at-max-tasks"} | (
+            {"events-dlq-not-empty"} if deployment.has_events else set())
+        topic_id = deployment.logical_id("AWS::SNS::Topic", "Monitoring")
         assert "KmsMasterKeyId" in deployment.template["Resources"][topic_id]["Properties"]
         for alarm in alarms.values():
             assert alarm["AlarmActions"] == [{"Ref": topic_id}]
