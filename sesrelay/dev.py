@@ -1,9 +1,12 @@
 """`sesrelay dev`: the whole pipeline on one machine.
 
 One process tree holds the relay, an embedded AWS emulation (moto's server on
-127.0.0.1:4566) with the spool bucket, queue, DLQ, idempotency table and verified SES
-identities, and a local worker loop that feeds SQS messages to the Lambda handler the way
-Lambda's SQS event source does: batches of up to 10, the partial-batch response honoured.
+127.0.0.1:4566) with the spool bucket, queue, DLQ, idempotency and trail tables and
+verified SES identities, and a local worker loop that feeds SQS messages to the Lambda
+handler the way Lambda's SQS event source does: batches of up to 10, the partial-batch
+response honoured. With ``ses_configuration_set`` set, the emulated SES also publishes
+the events a configuration set would, and a second loop feeds them to the SES events
+handler (``sesrelay.dev_events``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sesrelay import aws
+from sesrelay import aws, trail
 from sesrelay.config import Config, env_name, load_config
 from sesrelay.timeouts import VISIBILITY_PER_TIMEOUT, WORKER_TIMEOUT
 
@@ -32,6 +35,7 @@ BUCKET = "sesrelay-dev-spool"
 QUEUE = "sesrelay-dev-spool"
 DLQ = "sesrelay-dev-dlq"
 TABLE = "sesrelay-dev-idempotency"
+TRAIL_TABLE = "sesrelay-dev-trail"
 # Lambda's SQS event source: up to 10 records a batch; the DLQ after this many receives.
 BATCH_SIZE = 10
 MAX_RECEIVE_COUNT = 5
@@ -76,6 +80,7 @@ class DevResources:
     queue_arn: str
     dlq_url: str
     table: str
+    trail_table: str
     identities: tuple[str, ...]
 
     def settings(self) -> dict[str, str]:
@@ -84,19 +89,22 @@ class DevResources:
             "sesrelay_spool_bucket": self.bucket,
             "sesrelay_spool_queue_url": self.queue_url,
             "sesrelay_idempotency_table": self.table,
+            "sesrelay_trail_table": self.trail_table,
         }
 
 
 def dev_identities(config: Config) -> tuple[str, ...]:
     """SES identities to verify: the configured ones, this host's names (swaks' default
-    sender is user@hostname), mydomain and myorigin, and the bounce sender's domain."""
+    sender is user@hostname), mydomain and myorigin, and the bounce sender's domain.
+    Recipients need none (the mailbox simulator's simulator.amazonses.com included)."""
     names = [*config.ses_identities, socket.gethostname(), socket.getfqdn(),
              config.mydomain, config.myorigin, config.ses_bounce_sender.rpartition("@")[2]]
     return tuple(dict.fromkeys(n for n in names if n))
 
 
 def create_resources(config: Config) -> DevResources:
-    """Create the bucket, queue with its DLQ, idempotency table and SES identities."""
+    """Create the bucket, queue with its DLQ, idempotency and trail tables and SES
+    identities."""
     s3, sqs = aws.client("s3"), aws.client("sqs")
     s3.create_bucket(Bucket=BUCKET)
     dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
@@ -116,6 +124,9 @@ def create_resources(config: Config) -> DevResources:
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
     dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={
         "Enabled": True, "AttributeName": "expiration"})
+    dynamodb.create_table(TableName=TRAIL_TABLE, **trail.table_definition())
+    dynamodb.update_time_to_live(TableName=TRAIL_TABLE, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": trail.TTL_ATTRIBUTE})
     ses = aws.client("ses")
     identities = dev_identities(config)
     for identity in identities:
@@ -123,7 +134,7 @@ def create_resources(config: Config) -> DevResources:
             ses.verify_email_identity(EmailAddress=identity)
         else:
             ses.verify_domain_identity(Domain=identity)
-    return DevResources(BUCKET, queue_url, queue_arn, dlq_url, TABLE, identities)
+    return DevResources(BUCKET, queue_url, queue_arn, dlq_url, TABLE, TRAIL_TABLE, identities)
 
 
 @dataclass
@@ -135,13 +146,15 @@ class LocalLambdaContext:
     memory_limit_in_mb: int = 512
     timeout_ms: int = WORKER_TIMEOUT * 1000
     aws_request_id: str = ""
-    invoked_function_arn: str = (f"arn:aws:lambda:{DEV_REGION}:{DEV_ACCOUNT}:function:"
-                                 "sesrelay-dev-worker")
-    log_group_name: str = "/aws/lambda/sesrelay-dev-worker"
+    invoked_function_arn: str = ""  # from function_name
+    log_group_name: str = ""  # from function_name
     log_stream_name: str = "local"
 
     def __post_init__(self) -> None:
         self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
+        self.invoked_function_arn = self.invoked_function_arn or (
+            f"arn:aws:lambda:{DEV_REGION}:{DEV_ACCOUNT}:function:{self.function_name}")
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
         self._deadline = time.monotonic() + self.timeout_ms / 1000
 
     def get_remaining_time_in_millis(self) -> int:
@@ -169,13 +182,17 @@ def sqs_event(messages: list[Mapping[str, Any]], queue_arn: str) -> dict[str, An
 
 
 class LocalWorker(threading.Thread):
-    """Polls the queue and invokes the handler as Lambda's event source mapping does."""
+    """Polls a queue and invokes a Lambda handler as Lambda's event source mapping does
+    (the worker on the spool queue; the events handler on the SES events queue)."""
 
-    def __init__(self, resources: DevResources,
-                 handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> None:
-        super().__init__(name="local-worker", daemon=True)
-        self.resources = resources
+    def __init__(self, queue_url: str, queue_arn: str,
+                 handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+                 name: str = "local-worker", function_name: str = "sesrelay-dev-worker"
+                 ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.queue_url, self.queue_arn = queue_url, queue_arn
         self.handler = handler
+        self.function_name = function_name
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -185,29 +202,29 @@ class LocalWorker(threading.Thread):
             try:
                 self.poll_once(sqs)
             except Exception:
-                log.exception("local worker: poll failed; retrying")
+                log.exception("%s: poll failed; retrying", self.name)
                 self.stopping.wait(1)
 
     def poll_once(self, sqs: Any) -> int:
         """Receive one batch, invoke the handler, delete what it did not report failed."""
         received = sqs.receive_message(
-            QueueUrl=self.resources.queue_url, MaxNumberOfMessages=BATCH_SIZE,
+            QueueUrl=self.queue_url, MaxNumberOfMessages=BATCH_SIZE,
             WaitTimeSeconds=1, AttributeNames=["All"], MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not received:
             return 0
         try:
-            response = self.handler(sqs_event(received, self.resources.queue_arn),
-                                    LocalLambdaContext())
+            response = self.handler(sqs_event(received, self.queue_arn),
+                                    LocalLambdaContext(function_name=self.function_name))
         except Exception:
             # As in Lambda: an invocation error returns the whole batch to the queue.
-            log.exception("local worker: handler failed; the batch will be retried")
+            log.exception("%s: handler failed; the batch will be retried", self.name)
             return 0
         failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
         done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                 for i, m in enumerate(received) if m["MessageId"] not in failed]
         if done:
-            sqs.delete_message_batch(QueueUrl=self.resources.queue_url, Entries=done)
+            sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
         return len(received)
 
 
@@ -237,9 +254,15 @@ def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
         resources = create_resources(config)
         os.environ.update(dev_environment(resources, config_file))
         config = load_config(config_file)
+        events = None
+        if config.ses_configuration_set:  # before the first send: SES publishes its events
+            from ses_events.handler import handler as events_handler
+            from sesrelay.dev_events import start_events
+
+            events = start_events(config.ses_configuration_set, events_handler)
         from ses_worker.handler import handler
 
-        worker = LocalWorker(resources, handler)
+        worker = LocalWorker(resources.queue_url, resources.queue_arn, handler)
         worker.start()
 
         def ready(bound: list[tuple[str, int]]) -> None:
@@ -248,11 +271,15 @@ def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
                   f"{emulation_endpoint(aws_port)}\n"
                   f"  try:  swaks --server {host}:{port} --to someone@example.com\n"
                   f"  then: sesrelay outbox\n"
-                  f"  verified SES identities: {', '.join(resources.identities)}",
+                  f"  verified SES identities: {', '.join(resources.identities)}"
+                  + (f"\n  SES events of configuration set {config.ses_configuration_set}"
+                     f" go to the trail table {resources.trail_table}" if events else ""),
                   flush=True)
 
         asyncio.run(run(config, [address], drain_timeout=5, on_ready=ready))
-        worker.stopping.set()
+        worker.stopping.set()  # each loop ends within a poll (1 s): stop them together
+        if events:
+            events.stop()
         worker.join(timeout=5)
     finally:
         emulation.stop()
