@@ -47,8 +47,9 @@ class EventRecorder:
         if not config.sesrelay_trail_table:
             raise RuntimeError("sesrelay_trail_table is not set: SES events have nowhere to "
                                "go (the batch stays in the queue)")
-        # PutItem is idempotent here (one item per event), so botocore may retry it.
-        dynamodb = aws.client("dynamodb", config.ses_region, WORKER_AWS)
+        # The trail is in the function's own region (ses_region names SES's). PutItem is
+        # idempotent here (one item per event), so botocore may retry it.
+        dynamodb = aws.client("dynamodb", None, WORKER_AWS)
         return cls(TrailWriter(dynamodb, config.sesrelay_trail_table,
                                config.sesrelay_trail_retention),
                    config.ses_region or os.environ.get("AWS_REGION", ""))
