@@ -90,9 +90,19 @@ WORKER_TIMEOUT = 60
 VISIBILITY_PER_TIMEOUT = 6
 
 
+# Seconds a worker invocation keeps in hand after the worst case of its last send.
+INVOCATION_MARGIN = 2.0
+
+
 def ses_send_worst_case(message_size: int) -> float:
     """Seconds one SendEmail of a message_size-byte message can take, at worst."""
     return WORKER_SES.worst_case(int(message_size * SES_REQUEST_OVERHEAD))
+
+
+def worker_timeout_needed(message_size: int) -> float:
+    """The shortest worker timeout in which a fresh invocation may start a send of a
+    message_size-byte message."""
+    return ses_send_worst_case(message_size) + INVOCATION_MARGIN
 
 
 # Other worker calls (S3, SQS visibility, DynamoDB): retried by botocore, all idempotent.

@@ -35,6 +35,7 @@ from typing import Any
 from aws_cdk import aws_logs as logs
 
 from sesrelay.config import Config, config_from_mapping
+from sesrelay.timeouts import WORKER_TIMEOUT, worker_timeout_needed
 
 # Parameters whose values come from the deployment itself (resource names, the
 # container's port, the NLB's subnets): an environment may not set them.
@@ -97,7 +98,7 @@ class ServiceSize:
 class WorkerSize:
     """Lambda worker settings; max_concurrency None derives it from ses_max_send_rate."""
 
-    timeout_seconds: int = 60
+    timeout_seconds: int = WORKER_TIMEOUT
     memory_mib: int = 512
     max_concurrency: int | None = None
 
@@ -308,7 +309,21 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
         events=_events(env.child("events"), config),
     )
     _check_networks(settings, relay_reader.where)
+    _check_worker_timeout(settings, env.where)
     return settings
+
+
+def _check_worker_timeout(settings: EnvironmentSettings, where: str) -> None:
+    """The worker must be able to start a send of the largest message it may get in a
+    fresh invocation: it never starts one that Lambda's timeout could cut off (whose
+    outcome would then be unknown)."""
+    needed = worker_timeout_needed(settings.config.message_size_limit)
+    if settings.worker.timeout_seconds < needed:
+        raise SettingsError(
+            f"{where}.worker.timeout_seconds: {settings.worker.timeout_seconds} s is too "
+            f"short to send a message of message_size_limit "
+            f"({settings.config.message_size_limit} bytes), which may take {needed:.0f} s "
+            "(sesrelay.timeouts); raise it or lower message_size_limit")
 
 
 def _check_networks(settings: EnvironmentSettings, where: str) -> None:

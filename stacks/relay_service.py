@@ -17,6 +17,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from sesrelay import timeouts
 from sesrelay.commit import COMMIT_PREFIX
 from sesrelay.spool import KEY_PREFIX
 from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_RELAY, metrics_namespace
@@ -34,7 +35,7 @@ IMAGE_EXCLUDE = [".git", ".venv", "cdk.out*", "build", "tests", "bench", "docs",
 # says.
 RELAY_USER = "10001"
 # Fargate's longest stop timeout: time for open SMTP sessions to finish after SIGTERM.
-STOP_TIMEOUT = cdk.Duration.seconds(120)
+STOP_TIMEOUT = cdk.Duration.seconds(timeouts.STOP_TIMEOUT)
 # Draining ends before the task is stopped, and well inside its stop timeout.
 DEREGISTRATION_DELAY = cdk.Duration.seconds(60)
 CPU_TARGET_PERCENT = 60

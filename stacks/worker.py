@@ -100,9 +100,11 @@ class Worker(Construct):
             resources=[self.log_group.log_group_arn]))
         spooled_objects = f"{bucket_arn}/{KEY_PREFIX}*"
         role.add_to_policy(iam.PolicyStatement(
-            sid="ReadTagDeleteSpool",
+            sid="ReadTagDeleteKeepSpool",
+            # PutObject: a message that travelled inside its envelope is kept in S3 for
+            # sesrelay_spool_retention, as the others are.
             actions=["s3:GetObject", "s3:GetObjectTagging", "s3:PutObjectTagging",
-                     "s3:DeleteObject"],
+                     "s3:DeleteObject", "s3:PutObject"],
             resources=[spooled_objects]))
         role.add_to_policy(iam.PolicyStatement(
             sid="SendThroughSes",

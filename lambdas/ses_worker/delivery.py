@@ -51,7 +51,7 @@ from sesrelay import aws, commit, maillog, trail
 from sesrelay.config import Config
 from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, object_key, utc_now
 from sesrelay.telemetry import BOUNCED, DEFERRED, FAILED, SENDING_PAUSED, SENT
-from sesrelay.timeouts import WORKER_AWS, WORKER_SES, ses_send_worst_case
+from sesrelay.timeouts import INVOCATION_MARGIN, WORKER_AWS, WORKER_SES, ses_send_worst_case
 from sesrelay.trail import Attempt, TrailReader, TrailWriter, new_attempt_id
 
 EXPIRED_STATUS = "5.4.7"  # RFC 3463: delivery time expired
@@ -59,8 +59,6 @@ UNKNOWN_STATUS = "4.4.2"  # RFC 3463: bad connection (the answer never came)
 S3_TAG_MAX = 256
 # A send's ledger lease outlasts its worst case by this much.
 LEASE_MARGIN = 10.0
-# Seconds kept in hand at the end of an invocation, after the last send's worst case.
-INVOCATION_MARGIN = 2.0
 # How soon a send in doubt is looked at again while SES's events may still come.
 SETTLE_DELAY = 60
 

@@ -146,3 +146,13 @@ def test_parameters_the_deployment_sets_are_refused(offline: None) -> None:
 def test_unknown_environment_names_the_defined_ones(offline: None) -> None:
     with pytest.raises(SettingsError, match=r"no environment 'staging'.*dev, prod"):
         cdk_app.create_app({"env": "staging"})
+
+
+def test_a_worker_timeout_too_short_for_the_largest_message_fails_synth(offline: None) -> None:
+    """The worker never starts a send that Lambda's timeout could cut off, so a timeout
+    shorter than the slowest send of message_size_limit could never send such mail."""
+    context = _context_with("dev", {"message_size_limit": 40 * 1024 * 1024})
+    context["environments"]["dev"]["worker"] = {"timeout_seconds": 40}
+    with pytest.raises(SettingsError, match=r"environments\.dev\.worker\.timeout_seconds: 40 s "
+                                            r"is too short.*message_size_limit"):
+        cdk_app.create_app(context)

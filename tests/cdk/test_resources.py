@@ -322,7 +322,7 @@ def test_worker_iam_is_least_privilege(deployments: dict[str, Deployment]) -> No
             assert f":configuration-set/{config.ses_configuration_set}" in resources
         [s3] = [s for s in statements if "s3:GetObject" in _actions(s)]
         assert set(_actions(s3)) <= {"s3:GetObject", "s3:GetObjectTagging",
-                                     "s3:PutObjectTagging", "s3:DeleteObject"}
+                                     "s3:PutObjectTagging", "s3:DeleteObject", "s3:PutObject"}
         assert f"/{KEY_PREFIX}*" in json.dumps(s3["Resource"])
 
 

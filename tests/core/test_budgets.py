@@ -9,7 +9,7 @@ from sesrelay.timeouts import (
     STOP_TIMEOUT,
     WORKER_TIMEOUT,
     relay_store_worst_case,
-    ses_send_worst_case,
+    worker_timeout_needed,
 )
 
 
@@ -18,5 +18,5 @@ def test_a_drain_and_the_slowest_store_fit_in_the_stop_timeout() -> None:
 
 
 def test_the_largest_message_can_be_sent_in_a_fresh_invocation() -> None:
-    assert ses_send_worst_case(SES_MAX_MESSAGE_SIZE) < WORKER_TIMEOUT
+    assert worker_timeout_needed(SES_MAX_MESSAGE_SIZE) < WORKER_TIMEOUT
 
