@@ -32,6 +32,7 @@ BUCKET = "sesrelay-dev-spool"
 QUEUE = "sesrelay-dev-spool"
 DLQ = "sesrelay-dev-dlq"
 TABLE = "sesrelay-dev-idempotency"
+TRAIL_TABLE = "sesrelay-dev-trail"
 # Lambda's SQS event source: up to 10 records a batch; the DLQ after this many receives.
 BATCH_SIZE = 10
 MAX_RECEIVE_COUNT = 5
