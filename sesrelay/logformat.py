@@ -25,10 +25,10 @@ from sesrelay import maillog
 MAILLOG_TEXT = "maillog"
 MAILLOG_PROGRAM = "maillog_program"
 
-# The daemon of records that name none, by logger. The relay's lines are smtpd's (its
-# session, policy and handoff); anything else (start-up, the dev worker loop, library
-# warnings) is the supervisor's, as Postfix's master writes such lines.
-DEFAULT_PROGRAMS = {"sesrelay.relay": maillog.SMTPD}
+# The daemon of records that name none, by logger. The relay's lines, and aiosmtpd's own
+# ("mail.log"), are smtpd's (its sessions, policy and handoff); anything else (the dev
+# worker loop, library warnings) is the supervisor's, as Postfix's master writes such lines.
+DEFAULT_PROGRAMS = {"sesrelay.relay": maillog.SMTPD, "mail.log": maillog.SMTPD}
 FALLBACK_PROGRAM = "master"
 
 _SEVERITY = ((logging.ERROR, "error: "), (logging.WARNING, "warning: "))

@@ -94,6 +94,13 @@ def peek(sqs: Any, queue_url: str) -> list[DeadLetter]:
     return letters
 
 
+def visible(sqs: Any, queue_url: str) -> int:
+    """How many of the queue's messages wait to be received (SQS's approximate count)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"].get("ApproximateNumberOfMessages", 0))
+
+
 def not_visible(sqs: Any, queue_url: str) -> int:
     """How many of the queue's messages are hidden right now (being read by someone)."""
     attributes = sqs.get_queue_attributes(

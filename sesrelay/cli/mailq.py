@@ -164,6 +164,12 @@ def cmd_mailq(args: argparse.Namespace) -> int:
     output = render_json(found) if args.json else render(found)
     if output:
         print(output)
+    waiting = dlq.visible(sqs, location.queue_url)
+    if waiting:
+        # Not received from the queue: a receive would count toward its DLQ threshold and
+        # hide it from the worker.
+        print(f"sesrelay mailq: {waiting} message(s) in the queue are due and wait for the "
+              "worker (those it has not seen yet are not in the trail)", file=sys.stderr)
     hidden = dlq.not_visible(sqs, dlq_url)
     if hidden:
         print(f"sesrelay mailq: {hidden} more message(s) in the dead-letter queue are being "
