@@ -232,8 +232,10 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def describe(item: dict[str, Any], dsn: tuple[set[str], set[str]]) -> str:
-    """One history item as the text of its line."""
+def describe(item: dict[str, Any], dsn: tuple[set[str], set[str]],
+             known: frozenset[str] = frozenset()) -> str:
+    """One history item as the text of its line. An event names its SES MessageId unless
+    it is one of known (shown on an attempt's line already)."""
     kind = item.get("kind")
     if kind == trail.RECEIVED:
         client = item.get("client_address", "")
@@ -265,7 +267,8 @@ def describe(item: dict[str, Any], dsn: tuple[set[str], set[str]]) -> str:
         text = f"{name} {', '.join(parts)}".rstrip()
         if item.get("detail"):
             text += f" ({item['detail']})"
-        text += f" [SES MessageId {item.get('ses_message_id', '?')}]"
+        if item.get("ses_message_id") not in known:
+            text += f" [SES MessageId {item.get('ses_message_id', '?')}]"
         return text + (" (about the DSN)" if _about_dsn(item, dsn) else "")
     rest = {k: v for k, v in item.items() if k not in _STRUCTURAL and v not in ("", None, [])}
     head = []
@@ -294,9 +297,12 @@ def render(story: Story) -> list[str]:
         heading = f"{story.queue_id} (times UTC)"
     lines = [heading]
     dsn = _dsn_sends(story.history)
+    known = frozenset(str(i["ses_message_id"]) for i in story.history
+                      if i.get("kind") == trail.ATTEMPT and i.get("ses_message_id"))
     for item in story.history:
         label = LABELS.get(str(item.get("kind")), str(item.get("kind")))
-        lines.append(f"  {show_utc(item.get('at'))}  {label:<9}  {describe(item, dsn)}")
+        lines.append(f"  {show_utc(item.get('at'))}  {label:<9}  "
+                     f"{describe(item, dsn, known)}")
     if story.unmatched:
         return lines
     if not story.history:
