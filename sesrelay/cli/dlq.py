@@ -50,18 +50,18 @@ def receive_all(sqs: Any, queue_url: str, visibility: int = PEEK_VISIBILITY
     """Receive every visible message of queue_url, hiding each for visibility seconds."""
     found: list[DeadLetter] = []
     seen: set[str] = set()
-    wait = 0
+    final = False  # this receive is the long poll that confirms the queue is empty
     while True:
         batch = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
-            WaitTimeSeconds=wait, AttributeNames=["All"],
+            WaitTimeSeconds=LAST_WAIT_SECONDS if final else 0, AttributeNames=["All"],
             MessageAttributeNames=["All"]).get("Messages", [])
         if not batch:
-            if wait:
+            if final:
                 return found
-            wait = LAST_WAIT_SECONDS
+            final = True
             continue
-        wait = 0
+        final = False
         for message in batch:
             if message["MessageId"] in seen:
                 continue

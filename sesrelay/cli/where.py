@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,7 +116,11 @@ class Location:
     def operator(self) -> str:
         """Who is running this command, for the trail: the AWS caller identity of a
         deployed environment, else the local user."""
-        local = f"{getpass.getuser()}@{socket.gethostname()}"
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # a container user with no name
+            user = str(os.getuid())
+        local = f"{user}@{socket.gethostname()}"
         if not self.deployed:
             return local
         try:
