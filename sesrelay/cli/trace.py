@@ -39,9 +39,6 @@ OUTCOMES = {
 # Item fields that say nothing to a reader of the story.
 _STRUCTURAL = {trail.PARTITION_KEY, trail.SORT_KEY, "kind", "at", trail.TTL_ATTRIBUTE,
                "receipt_handle", "queue_url", "queue_arn"}
-# Recipient states after which only SES's later events change anything.
-_SETTLED = {"sent", "delivered", "bounced", "complaint", "rejected by SES", "deleted",
-            "dropped", "delayed"}
 
 
 def classify(query: str) -> tuple[str, str]:
@@ -121,6 +118,25 @@ def _about_dsn(item: dict[str, Any], dsn: tuple[set[str], set[str]]) -> bool:
     return (item.get("attempt_id") in dsn[0]) or (item.get("ses_message_id") in dsn[1])
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a line needs to know about the rest of its story."""
+
+    dsn: tuple[set[str], set[str]]  # the DSN sends' attempt IDs and SES MessageIds
+    known: frozenset[str]  # SES MessageIds that attempt lines show
+    sender: str  # the envelope sender (a DSN goes back to it)
+
+    @classmethod
+    def of(cls, story: Story) -> Context:
+        """The context of a story's lines."""
+        sender = (story.state or {}).get("sender") or next(
+            (i.get("sender", "") for i in story.history if i.get("kind") == trail.RECEIVED),
+            "")
+        known = frozenset(str(i["ses_message_id"]) for i in story.history
+                          if i.get("kind") == trail.ATTEMPT and i.get("ses_message_id"))
+        return cls(_dsn_sends(story.history), known, str(sender))
+
+
 def _event_recipients(item: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
     """The addresses an event is about: its own list, else its send's recipients (SEND
     and REJECT events name none)."""
@@ -189,8 +205,13 @@ def verdicts(story: Story) -> dict[str, tuple[str, str, str]]:
             put(addresses or list(result), "deferred", detail,
                 None if addresses else unsettled)
         elif kind == trail.BOUNCED:
-            put(addresses or list(result), "bounced", str(item.get("reason", "")),
-                None if addresses else {"failed", "deferred", "in doubt"})
+            # No DSN could go (a null sender, soft_bounce): the worker leaves the message
+            # for the dead-letter queue.
+            state = "undeliverable" if item.get("dsn_sent") is False else "bounced"
+            for address in addresses or [a for a, (_s, current, _d) in result.items()
+                                         if current in ("failed", "deferred", "in doubt")]:
+                previous = result.get(address.lower(), (address, "", ""))[2]
+                put([address], state, str(item.get("reason") or previous))
         elif kind == trail.EVENT and not _about_dsn(item, dsn):
             event = item.get("event_type")
             for address in _event_recipients(item, story.history):
@@ -232,10 +253,10 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def describe(item: dict[str, Any], dsn: tuple[set[str], set[str]],
-             known: frozenset[str] = frozenset()) -> str:
+def describe(item: dict[str, Any], context: Context) -> str:
     """One history item as the text of its line. An event names its SES MessageId unless
-    it is one of known (shown on an attempt's line already)."""
+    an attempt's line shows it already."""
+    dsn, known = context.dsn, context.known
     kind = item.get("kind")
     if kind == trail.RECEIVED:
         client = item.get("client_address", "")
@@ -243,7 +264,9 @@ def describe(item: dict[str, Any], dsn: tuple[set[str], set[str]],
                 f"nrcpt={len(item.get('recipients', []))}, client=[{client}], "
                 f"helo=<{item.get('client_helo', '')}>: {_addresses(item.get('recipients', []))}")
     if kind == trail.ATTEMPT:
-        who = "DSN to " if item.get("purpose") == trail.PURPOSE_DSN else ""
+        # A DSN's send is recorded under the recipients it reports on.
+        who = (f"DSN to <{context.sender}> about "
+               if item.get("purpose") == trail.PURPOSE_DSN else "")
         details = [f"{k}={item[k]}" for k in ("dsn",) if item.get(k)]
         if item.get("ses_message_id"):
             details.append(f"SES MessageId {item['ses_message_id']}")
@@ -278,6 +301,13 @@ def describe(item: dict[str, Any], dsn: tuple[set[str], set[str]],
     if "reason" in rest:
         head.append(f"({rest.pop('reason')})")
     tail = []
+    if "dsn_sent" in rest:
+        if rest.pop("dsn_sent"):
+            tail.append(f"DSN sent to <{context.sender}>"
+                        + (f" (SES MessageId {rest.pop('ses_message_id')})"
+                           if "ses_message_id" in rest else ""))
+        else:
+            tail.append("no DSN: left for the dead-letter queue")
     if "next_try" in rest:
         tail.append(f"next try {show_utc(rest.pop('next_try'))}")
     if "by" in rest:
@@ -296,13 +326,10 @@ def render(story: Story) -> list[str]:
     else:
         heading = f"{story.queue_id} (times UTC)"
     lines = [heading]
-    dsn = _dsn_sends(story.history)
-    known = frozenset(str(i["ses_message_id"]) for i in story.history
-                      if i.get("kind") == trail.ATTEMPT and i.get("ses_message_id"))
+    context = Context.of(story)
     for item in story.history:
         label = LABELS.get(str(item.get("kind")), str(item.get("kind")))
-        lines.append(f"  {show_utc(item.get('at'))}  {label:<9}  "
-                     f"{describe(item, dsn, known)}")
+        lines.append(f"  {show_utc(item.get('at'))}  {label:<9}  {describe(item, context)}")
     if story.unmatched:
         return lines
     if not story.history:

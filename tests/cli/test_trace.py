@@ -67,10 +67,11 @@ def test_a_bounce_and_its_dsn_are_told_apart(account: Account, worker: WorkerLik
                  bounce_subtype="General", recipients=(
                      {"address": "bob@example.net", "action": "failed", "status": "5.1.1",
                       "diagnostic": "smtp; 550 5.1.1 user unknown"},))
-    account.writer.note("Q2BOUNCE", trail.BOUNCED, recipients=["bob@example.net"],
-                        reason="550 5.1.1 user unknown", dsn="5.1.1")
-    dsn = worker.attempt("Q2BOUNCE", ("app@example.com",), purpose=trail.PURPOSE_DSN,
+    # As the worker does: the DSN's send is recorded under the recipients it reports on.
+    dsn = worker.attempt("Q2BOUNCE", ("bob@example.net",), purpose=trail.PURPOSE_DSN,
                          ses_message_id=DSN_MID, dsn="2.0.0")
+    account.writer.note("Q2BOUNCE", trail.BOUNCED, recipients=["bob@example.net"],
+                        dsn_sent=True, ses_message_id=DSN_MID)
     # SES's events about the DSN: the sender's mailbox got it. Not about cy@example.net.
     worker.event("Q2BOUNCE", dsn, trail.EVENT_DELIVERY,
                  recipients=({"address": "app@example.com", "status": "250 ok"},))
@@ -79,14 +80,15 @@ def test_a_bounce_and_its_dsn_are_told_apart(account: Account, worker: WorkerLik
 
     code, out, _ = trace(capsys, "Q2BOUNCE")
     assert code == 0
-    assert steps(out) == ["received", "attempt", "SES event", "SES event", "bounced",
-                          "attempt", "SES event", "SES event"]
+    assert steps(out) == ["received", "attempt", "SES event", "SES event", "attempt",
+                          "bounced", "SES event", "SES event"]
     assert "BOUNCE Permanent/General <bob@example.net>: failed 5.1.1 smtp; 550" in out
-    assert "DSN to <app@example.com>: sent" in out
+    assert "DSN to <app@example.com> about <bob@example.net>: sent" in out
+    assert f"<bob@example.net>, DSN sent to <app@example.com> (SES MessageId {DSN_MID})" in out
     assert out.count("(about the DSN)") == 2
     assert final(out) == {
         "ann@example.org": "delivered (250 ok)",
-        "bob@example.net": "bounced (550 5.1.1 user unknown)",
+        "bob@example.net": "bounced (SES Permanent bounce: 5.1.1 smtp; 550 5.1.1 user unknown)",
         "cy@example.net": f"sent (SES MessageId {MID})",
     }
 
@@ -127,6 +129,24 @@ def test_a_send_in_doubt_says_so(account: Account, worker: WorkerLike,
     assert code == 0
     assert "in doubt: the answer was lost or late, SES may or may not have accepted it" in out
     assert final(out) == {"bob@example.org": "in doubt (read timeout after 30 s)"}
+
+
+def test_no_dsn_possible_leaves_it_undeliverable(account: Account, worker: WorkerLike,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    worker.arrive("Q4NULL", sender="")
+    worker.attempt("Q4NULL", ("bob@example.org",), outcome=trail.FAILED, dsn="5.1.1",
+                   reason="MessageRejected: Address blacklisted", error_class="permanent")
+    account.writer.note("Q4NULL", trail.BOUNCED, recipients=["bob@example.org"],
+                        reason="the sender is <>: no bounce can be sent", dsn_sent=False)
+    account.writer.update_state("Q4NULL", status=trail.STATE_UNDELIVERABLE,
+                                last_reason="the sender is <>: no bounce can be sent")
+    code, out, _ = trace(capsys, "Q4NULL")
+    assert code == 0
+    assert ("bounced    <bob@example.org> (the sender is <>: no bounce can be sent), no DSN: "
+            "left for the dead-letter queue") in out
+    assert final(out) == {
+        "bob@example.org": "undeliverable (the sender is <>: no bounce can be sent)"}
+    assert out.rstrip().endswith("message:  undeliverable")
 
 
 def test_found_by_address_within_since(account: Account, worker: WorkerLike,
