@@ -6,8 +6,9 @@ read Postfix's maillog; `sesrelay dev` writes its maillog file with the same for
 
 A record names its daemon with the attribute MAILLOG_PROGRAM
 (``log.info(text, extra={"maillog_program": "smtpd"})``); without one, the daemon is the
-logger's default below. Warnings and errors carry Postfix's ``warning:`` and ``error:``
-prefixes in the text, as Postfix's msg_warn() and msg_error() write them. One record is
+logger's default below. A record with the attribute MAILLOG_TEXT (as the worker's are)
+is written with exactly that text; any other warning or error carries Postfix's
+``warning:`` or ``error:`` prefix, as Postfix's msg_warn() and msg_error() write them. One record is
 always one line: control characters are escaped as rsyslog does (``#012`` for a newline),
 so that nothing a client sent, and no traceback, can start a line of its own.
 """
@@ -62,12 +63,18 @@ def text_of(record: logging.LogRecord, formatter: logging.Formatter | None = Non
     """The text after ``program[pid]: ``: the record's maillog text (or message), with
     Postfix's severity prefix and any exception, on one line."""
     text = getattr(record, MAILLOG_TEXT, None)
-    text = str(text) if text else record.getMessage()
-    for level, prefix in _SEVERITY:
-        if record.levelno >= level:
-            if not _ALREADY_MARKED.match(text):
-                text = prefix + text
-            break
+    if text:
+        # A maillog line is Postfix's text exactly: its record's level is the writer's
+        # severity for CloudWatch (a deferral is a warning there), not a "warning:" that
+        # would hide a status=deferred line from pflogsumm.
+        text = str(text)
+    else:
+        text = record.getMessage()
+        for level, prefix in _SEVERITY:
+            if record.levelno >= level:
+                if not _ALREADY_MARKED.match(text):
+                    text = prefix + text
+                break
     if record.exc_info:
         text += "\n" + (formatter or logging.Formatter()).formatException(record.exc_info)
     return escape_controls(text)

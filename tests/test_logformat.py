@@ -56,6 +56,17 @@ def test_warnings_and_errors_carry_postfix_prefixes_once() -> None:
         "warning: reject: PROXY header from [10.9.9.9]")
 
 
+def test_a_maillog_line_keeps_its_exact_text_whatever_its_level() -> None:
+    # The worker logs deferrals and bounces as warnings (for CloudWatch); pflogsumm must
+    # still see "<ID>: to=<...>, ..., status=deferred", not "warning: <ID>: ...".
+    text = maillog.delivery("QID9", "bob@example.org", relay="email.us-east-1.amazonaws.com",
+                            delay=1, delays=(0, 0, 0, 1), dsn="4.0.0", status="deferred",
+                            text="TooManyRequestsException: Maximum sending rate exceeded.")
+    made = record("1 recipient deferred", logging.WARNING, name="worker", maillog=text,
+                  maillog_program="smtp")
+    assert formatted(made)[0::2] == ("smtp", text)
+
+
 def test_a_record_is_always_one_line() -> None:
     forged = "bad\n2026-01-01T00:00:00.000000+00:00 h sesrelay/smtpd[1]: X: client=a[1.2.3.4]"
     assert formatted(record(forged))[2] == (
