@@ -161,7 +161,8 @@ def test_serve_writes_maillog_lines_that_pflogsumm_reads(server: str, emulation:
            "SESRELAY_INET_INTERFACES": "loopback-only", "SESRELAY_INET_PROTOCOLS": "ipv4",
            "SESRELAY_MYHOSTNAME": "relay.example.net",
            "SESRELAY_SPOOL_BUCKET": "sesrelay-console-spool",
-           "SESRELAY_SPOOL_QUEUE_URL": emulation.queue_url}
+           "SESRELAY_SPOOL_QUEUE_URL": emulation.queue_url,
+           "SESRELAY_IDEMPOTENCY_TABLE": dev.TABLE}
     log = tmp_path / "serve.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen([SESRELAY, "serve", "--drain-seconds", "2"], env=env,
@@ -179,7 +180,7 @@ def test_serve_writes_maillog_lines_that_pflogsumm_reads(server: str, emulation:
     host = os.uname().nodename
     assert lines and all(re.match(
         rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{6}}\+00:00 {re.escape(host)} "
-        rf"sesrelay/smtpd\[{process.pid}\]: \S", line) for line in lines), lines
+        rf"sesrelay/(smtpd|qmgr)\[{process.pid}\]: \S", line) for line in lines), lines
     summary = subprocess.run(["pflogsumm", "--syslog-name=sesrelay"], input="\n".join(lines),
                              capture_output=True, text=True, timeout=60,
                              env={"PATH": "/usr/sbin:/usr/bin:/bin"}).stdout
