@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml requirements/relay.txt requirements/worker.txt requirem
 dev: $(STAMP)
 	$(BIN)/sesrelay dev
 
-# Debian packages the tests use as real clients (swaks); installed when missing.
+# Debian packages the tests use as real tools (swaks, the SMTP client; pflogsumm, the
+# oracle of the maillog format); installed when missing.
 system-packages:
-	@command -v swaks >/dev/null || { \
+	@command -v swaks >/dev/null && { command -v pflogsumm || test -x /usr/sbin/pflogsumm; } \
+	  >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks; \
-	  else echo "the tests need swaks: sudo apt-get install swaks" >&2; exit 1; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks pflogsumm; \
+	  else echo "the tests need swaks and pflogsumm: sudo apt-get install swaks pflogsumm" >&2; \
+	    exit 1; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

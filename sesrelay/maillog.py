@@ -65,7 +65,7 @@ def removed(queue_id: str) -> str:
 
 def client(queue_id: str, address: str) -> str:
     """The smtpd line that starts a message (pflogsumm counts it as received)."""
-    return f"{queue_id}: client=unknown[{address}]"
+    return f"{queue_id}: client={client_name(address)}"
 
 
 def queued(queue_id: str, sender: str, size: int, nrcpt: int) -> str:
@@ -81,3 +81,52 @@ def bounce_notice(queue_id: str, dsn_id: str) -> str:
 def ses_relay(region: str) -> str:
     """The relay= value of the worker's lines: SES's API endpoint, the next hop."""
     return f"email.{region or 'us-east-1'}.amazonaws.com"
+
+
+def reject(stage: str, client_text: str, reply: str, *, sender: str | None = None,
+           recipient: str = "", proto: str = "ESMTP", helo: str = "",
+           queue_id: str = "NOQUEUE") -> str:
+    """The smtpd line for a refused command, as Postfix writes it:
+    ``NOQUEUE: reject: RCPT from unknown[10.1.2.3]: 554 5.7.1 <x@y>: Relay access denied;
+    from=<a@b> to=<x@y> proto=ESMTP helo=<h>``. stage is CONNECT, HELO, MAIL, RCPT, DATA or
+    END-OF-MESSAGE; client_text is ``client_name()``'s value; sender None leaves out from=
+    (rejected before MAIL FROM)."""
+    fields = []
+    if sender is not None:
+        fields.append(f"from=<{printable(sender)}>")
+    if recipient:
+        fields.append(f"to=<{printable(recipient)}>")
+    fields.append(f"proto={proto}")
+    fields.append(f"helo=<{printable(helo)}>")
+    return (f"{queue_id}: reject: {stage} from {client_text}: {printable(reply)}; "
+            f"{' '.join(fields)}")
+
+
+def header_action(queue_id: str, action: str, header: str, client_text: str, *,
+                  sender: str, recipient: str = "", proto: str = "ESMTP", helo: str = "",
+                  text: str = "") -> str:
+    """The cleanup line of a header_checks action (reject, warning, hold, discard, info,
+    ...), as Postfix writes it: ``<ID>: reject: header Subject: spam from
+    unknown[10.1.2.3]; from=<a@b> to=<x@y> proto=ESMTP helo=<h>: 5.7.1 message content
+    rejected``. pflogsumm counts the reject, warning, hold and discard lines."""
+    to = f" to=<{printable(recipient)}>" if recipient else ""
+    line = (f"{queue_id}: {action}: header {printable(header)} from {client_text}; "
+            f"from=<{printable(sender)}>{to} proto={proto} helo=<{printable(helo)}>")
+    return f"{line}: {printable(text)}" if text else line
+
+
+def client_name(address: str, name: str = "unknown") -> str:
+    """A client as Postfix names it in log lines: ``name[address]``; ``unknown`` when
+    its address has no verified reverse name (sesrelay looks none up)."""
+    return f"{printable(name)}[{printable(address)}]"
+
+
+_LINE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})) ")
+
+
+def line_time(text: str) -> datetime | None:
+    """The time at the start of a full maillog line (None if it has none)."""
+    match = _LINE_TIME.match(text)
+    if not match:
+        return None
+    return datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))

@@ -58,6 +58,7 @@ def _running_dev(tmp_path: Path) -> Iterator[DevRelay]:
                        "ses_max_send_rate = 0\n")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # dev's maillog file, not in $HOME
     process = subprocess.Popen(
         [SESRELAY, "dev", "--config", str(main_cf), "--listen", f"127.0.0.1:{smtp_port}",
          "--aws-port", str(aws_port)],

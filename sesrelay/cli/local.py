@@ -1,0 +1,76 @@
+"""`sesrelay dev` (everything on this machine) and `sesrelay outbox` (what its emulated
+SES sent)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sesrelay import maillogfile
+from sesrelay.dev import DEV_AWS_PORT, emulation_endpoint
+
+log = logging.getLogger("sesrelay.dev")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Run relay, AWS emulation and local worker together, writing the maillog file."""
+    from sesrelay.dev import run_dev
+
+    path = Path(args.maillog) if args.maillog else maillogfile.default_path(args.aws_port)
+    try:
+        handler = maillogfile.install(path)
+    except OSError as exc:
+        if args.maillog:
+            print(f"sesrelay dev: cannot write the maillog file {path}: {exc}",
+                  file=sys.stderr)
+            return 1
+        # The default place is a convenience: no maillog file is no reason not to run.
+        log.warning("no maillog file: cannot write %s: %s (choose one with --maillog)",
+                    path, exc)
+        handler = None
+    else:
+        print(f"sesrelay dev: maillog in {path}", flush=True)
+    try:
+        run_dev(args.config, args.listen, args.aws_port)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List what the emulated SES has sent."""
+    from sesrelay.outbox import format_outbox, read_outbox
+
+    try:
+        messages = read_outbox(args.endpoint)
+    except OSError as exc:
+        print(f"sesrelay outbox: cannot reach the AWS emulation at {args.endpoint} ({exc}); "
+              "is `sesrelay dev` running?", file=sys.stderr)
+        return 1
+    print(json.dumps(messages, indent=2) if args.json else format_outbox(messages))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `dev` and `outbox`."""
+    dev = commands.add_parser("dev", help="run relay, AWS emulation and worker locally")
+    dev.add_argument("--config", help="main.cf file")
+    dev.add_argument("--listen", default="127.0.0.1:2525", help="HOST:PORT of the relay")
+    dev.add_argument("--aws-port", type=int, default=DEV_AWS_PORT,
+                     help="port of the embedded AWS emulation")
+    dev.add_argument("--maillog", metavar="FILE",
+                     help="append maillog lines (relay, worker, events) to FILE (default: "
+                     "$XDG_STATE_HOME/sesrelay/dev-<aws-port>.maillog, which `sesrelay "
+                     "maillog` reads)")
+    dev.set_defaults(func=cmd_dev)
+
+    outbox = commands.add_parser("outbox", help="list mail the emulated SES has sent")
+    outbox.add_argument("--json", action="store_true", help="print a JSON array")
+    outbox.add_argument("--endpoint", default=emulation_endpoint(DEV_AWS_PORT),
+                        help="URL of the AWS emulation")
+    outbox.set_defaults(func=cmd_outbox)
