@@ -286,10 +286,12 @@ class TrailWriter:
         return True
 
     def attempt(self, queue_id: str, attempt: Attempt) -> None:
-        """One send attempt and its outcome."""
+        """One send attempt and its outcome, in the history at the time it started, so
+        that SES's events about it (which may be stored before the call returns) sort
+        after it."""
         values = {k: v for k, v in attempt.__dict__.items() if v not in ("", 0.0, ())}
         values["recipients"] = list(attempt.recipients)
-        item = self._history(queue_id, ATTEMPT, **values)
+        item = self._history(queue_id, ATTEMPT, at=attempt.started or None, **values)
         if attempt.ses_message_id:
             item["ses_message_id"] = attempt.ses_message_id
         self._put_all([item])
