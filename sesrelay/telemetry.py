@@ -26,6 +26,20 @@ BOUNCED = "Bounced"
 FAILED = "Failed"  # ended without delivery or bounce (to the DLQ)
 SES_LATENCY = "SesLatency"  # ms per SendEmail call
 SENDING_PAUSED = "SendingPaused"
+SENDS_IN_DOUBT = "SendsInDoubt"  # SendEmail calls whose outcome was unknown
+# Seconds since receipt of each message deferred (Maximum: the oldest unfinished message,
+# which SQS's ApproximateAgeOfOldestMessage stops counting after its third receive).
+DEFERRED_AGE = "DeferredMessageAge"
+
+# SES events handler (service=events): recipients per SES verdict, for this environment
+# (SES's own metrics are account-wide).
+EVENT_METRICS = {
+    "DELIVERY": "Delivered",
+    "BOUNCE": "SesBounced",
+    "COMPLAINT": "Complained",
+    "REJECT": "SesRejected",
+    "DELIVERY_DELAY": "DeliveryDelayed",
+}
 
 
 def metrics_namespace(environment: str) -> str:

@@ -236,6 +236,44 @@ class TrailWriter:
         return {PARTITION_KEY: queue_id, SORT_KEY: f"{at}#{kind}#{suffix}", "kind": kind,
                 "at": at, TTL_ATTRIBUTE: self._expires(), **values}
 
+    # Items, for writers that put several at once (write()) --------------------------
+
+    def history_item(self, queue_id: str, kind: str, at: str | None = None,
+                     **values: Any) -> dict[str, Any]:
+        """A history item of kind (RECEIVED, DEFERRED, BOUNCED, FINISHED, ...)."""
+        return self._history(queue_id, kind, at, **values)
+
+    def attempt_item(self, queue_id: str, attempt: Attempt) -> dict[str, Any]:
+        """One send attempt and its outcome, in the history at the time it started, so
+        that SES's events about it (which may be stored before the call returns) sort
+        after it."""
+        values = {k: v for k, v in attempt.__dict__.items() if v not in ("", 0.0, ())}
+        values["recipients"] = list(attempt.recipients)
+        item = self._history(queue_id, ATTEMPT, at=attempt.started or None, **values)
+        if attempt.ses_message_id:
+            item["ses_message_id"] = attempt.ses_message_id
+        return item
+
+    def state_item(self, queue_id: str, *, unfinished: bool, **fields: Any) -> dict[str, Any]:
+        """The whole state item (its fields: see "the state item" above); unfinished
+        puts it in the unfinished index."""
+        item = {**fields, PARTITION_KEY: queue_id, SORT_KEY: STATE_SK, "updated_at": stamp(),
+                TTL_ATTRIBUTE: self._expires()}
+        if unfinished:
+            item["open"] = open_shard(queue_id)
+        return item
+
+    def recipient_items(self, queue_id: str, recipients: Iterable[str],
+                        received_at: str) -> list[dict[str, Any]]:
+        """One item per recipient, for lookups by address."""
+        return [{PARTITION_KEY: queue_id, SORT_KEY: f"{RECIPIENT_SK_PREFIX}{r.lower()}",
+                 "rcpt": r.lower(), "at": received_at, TTL_ATTRIBUTE: self._expires()}
+                for r in dict.fromkeys(recipients)]
+
+    def write(self, items: Iterable[dict[str, Any]]) -> None:
+        """Put items, 25 to a BatchWriteItem call (one call for most steps)."""
+        self._put_all(items)
+
     def _put_all(self, items: Iterable[dict[str, Any]]) -> None:
         batch: list[dict[str, Any]] = []
         for item in items:
@@ -279,22 +317,13 @@ class TrailWriter:
                           recipients=list(recipients), size=size,
                           client_address=client_address, client_helo=client_helo,
                           sqs_message_id=sqs_message_id),
-            *({PARTITION_KEY: queue_id, SORT_KEY: f"{RECIPIENT_SK_PREFIX}{r.lower()}",
-               "rcpt": r.lower(), "at": received_at, TTL_ATTRIBUTE: self._expires()}
-              for r in dict.fromkeys(recipients)),
+            *self.recipient_items(queue_id, recipients, received_at),
         ])
         return True
 
     def attempt(self, queue_id: str, attempt: Attempt) -> None:
-        """One send attempt and its outcome, in the history at the time it started, so
-        that SES's events about it (which may be stored before the call returns) sort
-        after it."""
-        values = {k: v for k, v in attempt.__dict__.items() if v not in ("", 0.0, ())}
-        values["recipients"] = list(attempt.recipients)
-        item = self._history(queue_id, ATTEMPT, at=attempt.started or None, **values)
-        if attempt.ses_message_id:
-            item["ses_message_id"] = attempt.ses_message_id
-        self._put_all([item])
+        """One send attempt and its outcome (attempt_item)."""
+        self._put_all([self.attempt_item(queue_id, attempt)])
 
     def note(self, queue_id: str, kind: str, **values: Any) -> None:
         """Any other history step (DEFERRED, BOUNCED, FINISHED, DROPPED, DELETED,

@@ -33,11 +33,25 @@ MIN_OLDEST_MESSAGE_AGE = 3600
 UNHEALTHY_MINUTES = 5
 # The service pinned at max_tasks for fifteen minutes needs a higher maximum.
 AT_MAXIMUM_MINUTES = 15
+# A message still deferred a day after it arrived (or half its queue lifetime, if that is
+# shorter) means a problem that retrying alone will not fix.
+MAX_UNFINISHED_AGE = 86400
+# The maillog lines' "status=... (reason)", as CloudWatch Logs Insights reads them from the
+# worker's and the events handler's JSON records.
+_REASONS_QUERY = ("fields maillog | filter maillog like /status={status} / "
+                  "| parse maillog 'status={status} (*)' as reason "
+                  "| stats count(*) as recipients by reason | sort recipients desc | limit 10")
 
 
 def oldest_message_threshold(settings: EnvironmentSettings) -> int:
     """Seconds of ApproximateAgeOfOldestMessage that raise the alarm."""
     return max(MIN_OLDEST_MESSAGE_AGE, 4 * settings.config.minimal_backoff_time)
+
+
+def unfinished_age_threshold(settings: EnvironmentSettings) -> int:
+    """Seconds of DeferredMessageAge (the oldest unfinished message) that raise the
+    alarm: a day, or half the queue lifetime if that is shorter."""
+    return min(MAX_UNFINISHED_AGE, settings.config.maximal_queue_lifetime // 2)
 
 
 class Monitoring(Construct):
@@ -181,6 +195,16 @@ class Monitoring(Construct):
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=missing_ok),
         ]
+        alarms.append(cw.Alarm(
+            self, "OldestUnfinishedMessage", alarm_name=f"{name}-oldest-unfinished-message",
+            alarm_description="A message is still deferred long after it arrived: retrying "
+                              "alone is not fixing it. `sesrelay mailq` lists it with its "
+                              "last reason.",
+            metric=self._emf(telemetry.SERVICE_WORKER, telemetry.DEFERRED_AGE).with_(
+                statistic="Maximum", period=cdk.Duration.hours(1)),
+            threshold=unfinished_age_threshold(settings), evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=missing_ok))
         if self.events:
             alarms.append(cw.Alarm(
                 self, "EventsDeadLetterQueueNotEmpty",
@@ -257,6 +281,7 @@ class Monitoring(Construct):
                        relay.load_balancer.metrics.new_flow_count(statistic="Sum",
                                                                   label="New connections")]),
         )
+        dashboard.add_widgets(*self._trail_widgets())
         dashboard.add_widgets(
             cw.GraphWidget(title="Relay: spool latency (ms)", width=12, left=[
                 cw.Metric(namespace=telemetry.metrics_namespace(self.settings.name),
@@ -267,3 +292,37 @@ class Monitoring(Construct):
                 relay.service.metric_cpu_utilization(label="CPU %")]),
         )
         return dashboard
+
+    def _trail_widgets(self) -> list[cw.IWidget]:
+        """What happened to this environment's mail, hour by hour, and why mail waits or
+        bounces: the worker's outcomes, SES's own verdicts (the events handler), the top
+        reasons from the maillog lines, and the age of the oldest unfinished message."""
+        hourly = cdk.Duration.hours(1)
+        worker = telemetry.SERVICE_WORKER
+        per_hour = [self._emf(worker, telemetry.SENT).with_(period=hourly, label="Sent"),
+                    self._emf(worker, telemetry.DEFERRED).with_(period=hourly,
+                                                                 label="Deferred"),
+                    self._emf(worker, telemetry.BOUNCED).with_(period=hourly,
+                                                                label="Bounced (DSN)")]
+        log_groups = [self.worker.log_group.log_group_name]
+        if self.events:
+            log_groups.append(self.events.log_group.log_group_name)
+            per_hour += [self._emf(telemetry.SERVICE_EVENTS, name).with_(period=hourly,
+                                                                        label=name)
+                         for name in telemetry.EVENT_METRICS.values()]
+        return [
+            cw.GraphWidget(title="Mail per hour (recipients; SES's verdicts from its events)",
+                           width=12, left=per_hour),
+            cw.GraphWidget(
+                title="Oldest unfinished message (s) and sends in doubt", width=12,
+                left=[self._emf(worker, telemetry.DEFERRED_AGE).with_(
+                    statistic="Maximum", period=hourly, label="Oldest deferred message")],
+                right=[self._emf(worker, telemetry.SENDS_IN_DOUBT).with_(
+                    period=hourly, label="Sends in doubt")]),
+            cw.LogQueryWidget(title="Top deferral reasons", width=12, height=6,
+                              log_group_names=log_groups,
+                              query_string=_REASONS_QUERY.format(status="deferred")),
+            cw.LogQueryWidget(title="Top bounce reasons", width=12, height=6,
+                              log_group_names=log_groups,
+                              query_string=_REASONS_QUERY.format(status="bounced")),
+        ]

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -27,11 +28,13 @@ from ses_events.parsing import parse_event
 from ses_events.verdicts import maillog_lines
 from sesrelay import aws, maillog
 from sesrelay.config import Config, load_config
-from sesrelay.telemetry import SERVICE_ENV, SERVICE_EVENTS
+from sesrelay.telemetry import EVENT_METRICS, NAMESPACE_ENV, SERVICE_ENV, SERVICE_EVENTS
 from sesrelay.timeouts import WORKER_AWS
 from sesrelay.trail import TrailWriter
 
 logger = Logger(service=os.environ.get(SERVICE_ENV) or SERVICE_EVENTS)
+metrics = Metrics(namespace=os.environ.get(NAMESPACE_ENV) or "sesrelay",
+                  service=os.environ.get(SERVICE_ENV) or SERVICE_EVENTS)
 
 
 @dataclass
@@ -82,12 +85,17 @@ class EventRecorder:
             "trail_partition": event.partition, "redelivered": not first})
         if not first:
             return
+        if event.queue_id and event.event_type in EVENT_METRICS:
+            # Records run one after another (BatchProcessor), so no lock is needed.
+            metrics.add_metric(name=EVENT_METRICS[event.event_type], unit=MetricUnit.Count,
+                               value=len(event.recipients) or 1)
         for text in maillog_lines(parsed, self.region):
             logger.info(text, extra={"maillog": text, "maillog_program": maillog.SMTP,
                                      "queue_id": event.queue_id})
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Store an SQS batch of SES events; return {"batchItemFailures": [...]} for records
     to retry."""

@@ -42,7 +42,7 @@ from ses_worker.dsn import FailedRecipient, build_dsn
 from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify, effective_class
 from ses_worker.ledger import DSN_PREFIX, SEND_PREFIX, Found, LedgerConflict, SendLedger, send_key
 from ses_worker.message import header_section_problem, split_headers, strip_blind_headers
-from ses_worker.observability import count, log_keys, logger
+from ses_worker.observability import count, log_keys, logger, seconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
 from ses_worker.sending import SesSender, recipient_chunks
@@ -50,7 +50,15 @@ from ses_worker.settle import Settler, Verdict
 from sesrelay import aws, commit, maillog, trail
 from sesrelay.config import Config
 from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, object_key, utc_now
-from sesrelay.telemetry import BOUNCED, DEFERRED, FAILED, SENDING_PAUSED, SENT
+from sesrelay.telemetry import (
+    BOUNCED,
+    DEFERRED,
+    DEFERRED_AGE,
+    FAILED,
+    SENDING_PAUSED,
+    SENDS_IN_DOUBT,
+    SENT,
+)
 from sesrelay.timeouts import INVOCATION_MARGIN, WORKER_AWS, WORKER_SES, ses_send_worst_case
 from sesrelay.trail import Attempt, TrailReader, TrailWriter, new_attempt_id
 
@@ -59,8 +67,6 @@ UNKNOWN_STATUS = "4.4.2"  # RFC 3463: bad connection (the answer never came)
 S3_TAG_MAX = 256
 # A send's ledger lease outlasts its worst case by this much.
 LEASE_MARGIN = 10.0
-# How soon a send in doubt is looked at again while SES's events may still come.
-SETTLE_DELAY = 60
 
 
 class MessageDeferred(Exception):
@@ -213,13 +219,15 @@ class Deliverer:
                 logger.exception("unexpected error; the record returns after the queue's "
                                  "visibility timeout")
                 raise
+            finally:
+                self.report.flush(envelope.queue_id)
 
     def _deliver(self, envelope: Envelope, record: SQSRecord) -> None:
         receive_count = int(record.attributes.approximate_receive_count or 1)
         seen = first_seen(record.attributes, utc_now())
         if not self._claim(envelope, record, receive_count, seen):
             return
-        self.report.received(envelope, record.message_id)
+        self.report.received(envelope, record.message_id, receive_count)
         message = SpooledMessage(self.s3, envelope)
         results: list[SendResult] = []
         for recipients in recipient_chunks(envelope.rcpt_to):
@@ -275,7 +283,7 @@ class Deliverer:
         getattr(logger, level)(f"{envelope.queue_id}: {reason}; record dropped, nothing sent")
         self.report.note(envelope.queue_id, trail.DROPPED, reason=reason)
         self.report.line(maillog.QMGR, maillog.removed(envelope.queue_id))
-        self.report.finished(envelope.queue_id, final, last_reason=reason)
+        self.report.finished(envelope, final, last_reason=reason)
 
     # One send -------------------------------------------------------------------------
 
@@ -353,6 +361,7 @@ class Deliverer:
                 started=trail.stamp(started), seconds=seconds))
             logger.warning(f"send {attempt} in doubt: {unknown.diagnostic}",
                            extra={"attempt": attempt, "recipients": list(key_recipients)})
+            count(SENDS_IN_DOUBT)
             return SendResult(Status.IN_DOUBT, key_recipients,
                               reason=self._doubt_text(unknown.diagnostic), doubted=True,
                               timing=replace(timing, send_seconds=seconds))
@@ -467,7 +476,7 @@ class Deliverer:
             why = "the sender is <>" if not envelope.mail_from else "soft_bounce = yes"
             self._give_up(envelope, f"undeliverable and not bounced because {why}: "
                           + "; ".join(f"<{f.recipient}>: {f.diagnostic}" for f in failed),
-                          [f.recipient for f in failed])
+                          [f.recipient for f in failed], receive_count)
         notify = [f for f in failed if not f.maybe_delivered
                   or self.config.ses_unknown_outcome_dsn == "notice"]
         if notify:
@@ -496,11 +505,11 @@ class Deliverer:
         minimal, maximal = self.config.minimal_backoff_time, self.config.maximal_backoff_time
         paused = any(r.failure is not None and r.failure.kind is ErrorClass.PAUSED
                      for r in failures)
-        settling = all(r.status is Status.IN_DOUBT for r in failures)
+        # A send in doubt is looked at again on the usual schedule: SES's events come
+        # within it, and every receive counts towards the queue's maxReceiveCount, which
+        # the stack derives from this schedule.
         if paused:
             delay = paused_delay(minimal, maximal)
-        elif settling and self.settler.events_expected:
-            delay = min(SETTLE_DELAY, minimal)
         else:
             delay = retry_delay(receive_count, minimal, maximal)
         queue_url = _queue_url(record.event_source_arn)
@@ -514,6 +523,7 @@ class Deliverer:
         if paused:
             count(SENDING_PAUSED)
         count(DEFERRED)
+        seconds(DEFERRED_AGE, (utc_now() - envelope.received).total_seconds())
         reason = failures[0].reason
         timing = Timing(envelope.received, seen, utc_now(), 0.0)
         for result in failures:
@@ -523,7 +533,7 @@ class Deliverer:
             self.report.statuses(envelope.queue_id, result.recipients, result.timing or timing,
                                  dsn, "deferred", result.reason)
         self.report.deferred(
-            envelope.queue_id, reason=reason, delay=delay, receive_count=receive_count,
+            envelope, reason=reason, delay=delay, receive_count=receive_count,
             pending=[rcpt for r in failures for rcpt in r.recipients],
             receipt_handle=record.receipt_handle, queue_url=queue_url,
             in_doubt=[rcpt for r in failures if r.status is Status.IN_DOUBT
@@ -532,12 +542,13 @@ class Deliverer:
                        extra={"retry_delay": delay, "receive_count": receive_count})
         raise MessageDeferred(reason)
 
-    def _give_up(self, envelope: Envelope, reason: str, pending: list[str]) -> NoReturn:
+    def _give_up(self, envelope: Envelope, reason: str, pending: list[str],
+                 receive_count: int) -> NoReturn:
         where = "inline in the SQS message" if envelope.inline else (
             f"s3://{envelope.bucket}/{envelope.key}, kept")
         logger.error(f"{reason}; the record stays on the queue until SQS moves it to the "
                      f"dead-letter queue (message {where})")
-        self.report.undeliverable(envelope.queue_id, reason, pending)
+        self.report.undeliverable(envelope, reason, pending, receive_count)
         count(FAILED)
         raise MessageUndeliverable(reason)
 
@@ -558,7 +569,7 @@ class Deliverer:
         if result.status is Status.FAILED and result.failure is not None and not (
                 effective_class(result.failure, receive_count).defers):
             self._give_up(envelope, f"the bounce to <{envelope.mail_from}> was refused: "
-                          f"{result.reason}", list(recipients))
+                          f"{result.reason}", list(recipients), receive_count)
         if result.status is not Status.SENT:
             self._defer(record, envelope, receive_count, seen,
                         [replace(result, reason=f"the bounce to <{envelope.mail_from}> was "
@@ -587,7 +598,7 @@ class Deliverer:
         except (ClientError, BotoCoreError, SpoolObjectMissing, SendFailure) as exc:
             logger.warning(f"could not keep or delete the message in S3: {exc}")
         self.report.line(maillog.QMGR, maillog.removed(envelope.queue_id))
-        self.report.finished(envelope.queue_id, status, ses_message_ids=message_ids)
+        self.report.finished(envelope, status, ses_message_ids=message_ids)
 
     def _keep_or_delete(self, envelope: Envelope, message: SpooledMessage,
                         message_ids: list[str]) -> None:

@@ -35,6 +35,12 @@ def milliseconds(name: str, value: float) -> None:
         metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
 
 
+def seconds(name: str, value: float) -> None:
+    """Record a duration metric in seconds (DeferredMessageAge)."""
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=value)
+
+
 @contextmanager
 def log_keys(**keys: str) -> Iterator[None]:
     """Add keys (the queue ID) to every log line this thread writes inside the block."""

@@ -8,6 +8,7 @@ never stop one. The maillog lines are written whatever happens to the trail.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,12 +53,18 @@ def first_seen(record_attributes: Any, fallback: datetime) -> datetime:
 
 
 class Report:
-    """The maillog lines and trail items of one invocation's messages. Thread-safe."""
+    """The maillog lines and trail items of one invocation's messages. Thread-safe.
+
+    The trail items of one receive are gathered and written together when the receive
+    ends (deferred, finished, left for the DLQ, or flush()), so a message costs the
+    worker two trail requests in the usual case: its arrival, and its end."""
 
     def __init__(self, config: Config, writer: TrailWriter | None) -> None:
         self.config = config
         self.writer = writer
         self.relay = maillog.ses_relay(config.ses_region or _default_region())
+        self._items: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
 
     # --- maillog ------------------------------------------------------------------------
 
@@ -74,64 +81,92 @@ class Report:
         for recipient in recipients:
             self.line(maillog.SMTP, maillog.delivery(
                 queue_id, recipient, relay=self.relay, delay=delay, delays=delays, dsn=dsn,
-                status=status, text=text), level, recipient=recipient, status=status)
+                status=status, text=text), level, recipient=recipient, status=status,
+                reason=text, dsn=dsn)
 
     # --- trail --------------------------------------------------------------------------
 
-    def _trail(self, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.writer is None:
-            return None
-        try:
-            return call(*args, **kwargs)
-        except (BotoCoreError, ClientError, RuntimeError) as exc:
-            logger.warning(f"trail: could not record {action}: {exc}")
-            return None
+    def _add(self, queue_id: str, *items: dict[str, Any]) -> None:
+        with self._lock:
+            self._items.setdefault(queue_id, []).extend(items)
 
-    def received(self, envelope: Envelope, sqs_message_id: str) -> None:
-        """The message's first sight by a worker (recorded once)."""
-        if self.writer is not None:
-            self._trail("the arrival", self.writer.received, queue_id=envelope.queue_id,
-                        sender=envelope.mail_from, recipients=envelope.rcpt_to,
-                        size=envelope.size, received_at=trail.stamp(envelope.received),
-                        client_address=envelope.client_address,
-                        client_helo=envelope.client_helo, sqs_message_id=sqs_message_id)
+    def flush(self, queue_id: str) -> None:
+        """Write what this receive gathered for the message."""
+        with self._lock:
+            items = self._items.pop(queue_id, [])
+        if items and self.writer is not None:
+            try:
+                self.writer.write(items)
+            except (BotoCoreError, ClientError, RuntimeError) as exc:
+                logger.warning(f"trail: {len(items)} items not recorded: {exc}")
+
+    def _state(self, envelope: Envelope, *, unfinished: bool, **fields: Any) -> dict[str, Any]:
+        assert self.writer is not None
+        return self.writer.state_item(
+            envelope.queue_id, unfinished=unfinished, sender=envelope.mail_from,
+            recipients=list(envelope.rcpt_to), size=envelope.size,
+            received_at=trail.stamp(envelope.received), **fields)
+
+    def received(self, envelope: Envelope, sqs_message_id: str, receive_count: int) -> None:
+        """The message's first sight by a worker: its state, one item per recipient and
+        the RECEIVED history item (on the first receive only)."""
+        if self.writer is None or receive_count > 1:
+            return
+        received_at = trail.stamp(envelope.received)
+        self._add(envelope.queue_id,
+                  self._state(envelope, unfinished=True, status=trail.ACTIVE,
+                              pending=list(envelope.rcpt_to), attempts=0),
+                  self.writer.history_item(
+                      envelope.queue_id, trail.RECEIVED, at=received_at,
+                      sender=envelope.mail_from, recipients=list(envelope.rcpt_to),
+                      size=envelope.size, client_address=envelope.client_address,
+                      client_helo=envelope.client_helo, sqs_message_id=sqs_message_id),
+                  *self.writer.recipient_items(envelope.queue_id, envelope.rcpt_to,
+                                               received_at))
+        self.flush(envelope.queue_id)  # mailq lists it from now on
 
     def attempt(self, queue_id: str, attempt: Attempt) -> None:
         """One send attempt and its outcome."""
         if self.writer is not None:
-            self._trail("a send attempt", self.writer.attempt, queue_id, attempt)
+            self._add(queue_id, self.writer.attempt_item(queue_id, attempt))
 
     def note(self, queue_id: str, kind: str, **values: Any) -> None:
         """Another history step."""
         if self.writer is not None:
-            self._trail(kind, self.writer.note, queue_id, kind, **values)
+            self._add(queue_id, self.writer.history_item(queue_id, kind, **values))
 
-    def deferred(self, queue_id: str, *, reason: str, delay: int, receive_count: int,
+    def deferred(self, envelope: Envelope, *, reason: str, delay: int, receive_count: int,
                  pending: list[str], receipt_handle: str, queue_url: str,
                  in_doubt: list[str]) -> None:
         """The message waits for its next try."""
         next_try = trail.stamp(utc_now() + timedelta(seconds=delay))
-        self.note(queue_id, trail.DEFERRED, reason=reason, next_try=next_try,
+        self.note(envelope.queue_id, trail.DEFERRED, reason=reason, next_try=next_try,
                   receive_count=receive_count, recipients=pending)
         if self.writer is not None:
-            self._trail("the deferral", self.writer.update_state, queue_id,
-                        status=trail.WAITING, pending=pending, attempts=receive_count,
-                        last_reason=reason, next_try=next_try, receipt_handle=receipt_handle,
-                        queue_url=queue_url, in_doubt=in_doubt)
+            self._add(envelope.queue_id, self._state(
+                envelope, unfinished=True, status=trail.WAITING, pending=pending,
+                attempts=receive_count, last_reason=reason, next_try=next_try,
+                receipt_handle=receipt_handle, queue_url=queue_url, in_doubt=in_doubt))
+        self.flush(envelope.queue_id)
 
-    def finished(self, queue_id: str, status: str, **values: Any) -> None:
+    def finished(self, envelope: Envelope, status: str, **values: Any) -> None:
         """Nothing more will be done: Postfix's "removed", and the final state."""
-        self.note(queue_id, trail.FINISHED, status=status, **values)
+        self.note(envelope.queue_id, trail.FINISHED, status=status, **values)
         if self.writer is not None:
-            self._trail("the end", self.writer.update_state, queue_id, finished=True,
-                        status=status, pending=[], **values)
+            self._add(envelope.queue_id, self._state(
+                envelope, unfinished=False, status=status, pending=[], **values))
+        self.flush(envelope.queue_id)
 
-    def undeliverable(self, queue_id: str, reason: str, pending: list[str]) -> None:
+    def undeliverable(self, envelope: Envelope, reason: str, pending: list[str],
+                      receive_count: int) -> None:
         """Neither sent nor bounced: left for the dead-letter queue."""
-        self.note(queue_id, trail.BOUNCED, recipients=pending, reason=reason, dsn_sent=False)
+        self.note(envelope.queue_id, trail.BOUNCED, recipients=pending, reason=reason,
+                  dsn_sent=False)
         if self.writer is not None:
-            self._trail("the state", self.writer.update_state, queue_id,
-                        status=trail.STATE_UNDELIVERABLE, pending=pending, last_reason=reason)
+            self._add(envelope.queue_id, self._state(
+                envelope, unfinished=True, status=trail.STATE_UNDELIVERABLE, pending=pending,
+                attempts=receive_count, last_reason=reason))
+        self.flush(envelope.queue_id)
 
 
 def _default_region() -> str:

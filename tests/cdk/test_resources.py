@@ -371,7 +371,8 @@ def test_alarms_notify_the_encrypted_topic(deployments: dict[str, Deployment]) -
         assert set(alarms) == {"dlq-not-empty", "oldest-message-too-old",
                                "healthy-below-desired", "worker-errors",
                                "ses-sending-paused", "ses-bounce-rate",
-                               "ses-complaint-rate", "service-at-max-tasks"} | (
+                               "ses-complaint-rate", "service-at-max-tasks",
+                               "oldest-unfinished-message"} | (
             {"events-dlq-not-empty"} if deployment.has_events else set())
         topic_id = deployment.logical_id("AWS::SNS::Topic", "Monitoring")
         assert "KmsMasterKeyId" in deployment.template["Resources"][topic_id]["Properties"]
@@ -382,6 +383,29 @@ def test_alarms_notify_the_encrypted_topic(deployments: dict[str, Deployment]) -
         assert alarms["dlq-not-empty"]["Threshold"] == 1
         assert alarms["service-at-max-tasks"]["Threshold"] == \
             deployment.settings.service.max_tasks
+        unfinished = alarms["oldest-unfinished-message"]
+        # A labelled metric is rendered as a metric query.
+        [query] = unfinished["Metrics"]
+        stat = query["MetricStat"]
+        assert stat["Metric"]["MetricName"] == telemetry.DEFERRED_AGE
+        assert (stat["Stat"], stat["Period"]) == ("Maximum", 3600)
+        assert unfinished["Threshold"] == min(
+            86400, deployment.settings.config.maximal_queue_lifetime // 2)
+
+
+def test_dashboard_tells_the_trail_hour_by_hour_with_the_top_reasons(
+        deployments: dict[str, Deployment]) -> None:
+    for deployment in deployments.values():
+        body = json.dumps(deployment.one("AWS::CloudWatch::Dashboard")["DashboardBody"])
+        # SES's verdicts for this environment (its events), not the account's.
+        verdicts = list(telemetry.EVENT_METRICS.values()) if deployment.has_events else []
+        for metric in (telemetry.DEFERRED_AGE, telemetry.SENDS_IN_DOUBT, *verdicts):
+            assert f'\\"{metric}\\"' in body, metric
+        assert '\\"period\\":3600' in body  # per hour
+        # Logs Insights over the maillog lines: the top deferral and bounce reasons.
+        for status in ("deferred", "bounced"):
+            assert f"parse maillog 'status={status} (*)' as reason" in body, status
+        assert body.count("SOURCE '") >= 2
 
 
 def test_alarm_email_is_subscribed_where_configured(prod: Deployment, dev: Deployment) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import time
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -18,6 +19,7 @@ from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 from ses_worker import ledger
 from sesrelay import commit, trail
 from sesrelay.dev import LocalLambdaContext
+from sesrelay.spool import utc_now
 from sesrelay.trail import SesEventRecord, TrailReader, TrailWriter
 from tests.worker.conftest import (
     REGION,
@@ -164,10 +166,11 @@ def test_a_reject_event_bounces_the_message(spool: Spool, events: None) -> None:
 def test_answers_lost_until_the_lifetime_ends_bounce_with_a_plain_warning(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     lose_answers()  # SES accepts every send; the worker never hears
-    envelope = spool.put(message(), ["alice@example.org"])
+    envelope = spool.put(message(), ["alice@example.org"],
+                         received=utc_now() - timedelta(seconds=10))
     event = spool.receive()
     spool.invoke(event)
-    monkeypatch.setenv("SESRELAY_MAXIMAL_QUEUE_LIFETIME", "1s")  # the lifetime is over
+    monkeypatch.setenv("SESRELAY_MAXIMAL_QUEUE_LIFETIME", "5s")  # the lifetime is over
     make_visible(spool, event)
     event = spool.receive()
     # The DSN's own send lost its answer too: it is in doubt, and the record stays.
@@ -183,7 +186,7 @@ def test_no_dsn_when_the_admin_says_none(spool: Spool, monkeypatch: pytest.Monke
                                          worker_logs: Any) -> None:
     monkeypatch.setenv("SESRELAY_SES_UNKNOWN_OUTCOME_DSN", "none")
     lose_answers(times=1)  # SES accepts the first send; its answer is lost
-    spool.put(message(), ["alice@example.org"])
+    spool.put(message(), ["alice@example.org"], received=utc_now() - timedelta(seconds=10))
     event = spool.receive()
     spool.invoke(event)
     fail_sends("MessageRejected", "Illegal address")  # the resend is refused for good
