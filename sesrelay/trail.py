@@ -212,7 +212,7 @@ class SesEventRecord:
         False if it proves SES refused it, None if it says neither."""
         if self.event_type == EVENT_REJECT:
             return False
-        return self.event_type in EVENT_TYPES
+        return True if self.event_type in EVENT_TYPES else None
 
 
 @dataclass

@@ -311,6 +311,10 @@ class Deliverer:
         try:
             entry = self.ledger.begin(key, attempt, lease)
         except (BotoCoreError, ClientError) as exc:
+            # The write may have landed with its answer lost. SES was not called: give the
+            # claim back, or the next try would wait out its lease and then SES's events
+            # about a send that never happened.
+            self._give_back(key, attempt)
             return waiting(reason=f"the send ledger could not be written: {exc}")
         doubted = entry.doubted
         if entry.found is Found.SENT:
@@ -415,6 +419,8 @@ class Deliverer:
             return SendResult(Status.WAITING, recipients,
                               reason="another invocation settled the send meanwhile")
         except (BotoCoreError, ClientError) as exc:
+            if verdict is Verdict.RESEND:  # the hand-over may have landed: undo it
+                self._give_back(key, attempt)
             return SendResult(Status.WAITING, recipients,
                               reason=f"the send ledger could not be written: {exc}")
         logger.warning(f"send {old} in doubt and not settled by SES's events: sending again "
@@ -440,6 +446,18 @@ class Deliverer:
             # attempt is settled from SES's events (or ses_unknown_outcome).
             logger.error(f"SES accepted the send as {message_id}, but the send ledger could "
                          f"not record it: {exc}")
+
+    def _give_back(self, key: str, attempt: str) -> None:
+        """Release a claim this attempt may or may not hold (its write went unanswered).
+        The item is kept, RELEASED: whether an earlier send was in doubt is not known
+        here, and that memory must survive."""
+        try:
+            self.ledger.release(key, attempt, doubted=True)
+        except LedgerConflict:
+            pass  # the write never landed
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning(f"could not release the send ledger item: {exc}; the next try "
+                           "waits for its lease")
 
     def _release(self, key: str, attempt: str, doubted: bool) -> None:
         try:

@@ -266,3 +266,57 @@ def test_no_send_starts_without_time_to_finish_it(spool: Spool) -> None:
     result = handler(event, LocalLambdaContext(timeout_ms=5000))
     assert result["batchItemFailures"] != []
     assert sent_messages() == []
+
+
+def lose_ledger_answer(marker: bytes) -> list[bytes]:
+    """The first ledger UpdateItem whose request contains marker lands, and its answer
+    is lost (after-call: past every botocore retry)."""
+    lost: list[bytes] = []
+
+    def mark(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["lose"] = marker in params["body"] and not lost
+
+    def lose(context: dict[str, Any], **_: Any) -> None:
+        if context.get("lose"):
+            lost.append(marker)
+            raise ConnectionClosedError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+    from sesrelay import aws
+    from sesrelay.timeouts import WORKER_AWS
+    events = aws.client("dynamodb", budget=WORKER_AWS).meta.events
+    events.register("before-call.dynamodb.UpdateItem", mark)
+    events.register("after-call.dynamodb.UpdateItem", lose)
+    return lost
+
+
+def test_a_claim_whose_answer_was_lost_is_given_back_before_the_next_try(
+        spool: Spool) -> None:
+    """The ledger's begin write lands but no answer comes back: the worker never called
+    SES, so the next try sends at once instead of waiting for the claim's lease and then
+    for SES's events about a send that never happened."""
+    lost = lose_ledger_answer(b'"SET #s = :sending, #a = :attempt')
+    spool.put(message(), ["alice@example.org"])
+    event = spool.receive()
+    assert spool.invoke(event) == {event["Records"][0]["messageId"]}
+    assert lost and sent_messages() == []
+    make_visible(spool, event)
+    assert spool.invoke(spool.receive()) == set()
+    assert len(sent_messages()) == 1
+
+
+def test_a_resend_whose_hand_over_was_lost_goes_out_on_the_next_try(spool: Spool) -> None:
+    """Without events an unknown outcome is resent (the default); when the ledger's
+    hand-over to the new attempt lands unanswered, the next try resends at once."""
+    lose_answers(times=1)
+    spool.put(message(), ["alice@example.org"])
+    event = spool.receive()
+    spool.invoke(event)
+    assert len(sent_messages()) == 1  # accepted, answer lost: in doubt
+    lost = lose_ledger_answer(b'"SET #s = :sending, #a = :new')
+    make_visible(spool, event)
+    event = spool.receive()
+    assert spool.invoke(event) != set()
+    assert lost and len(sent_messages()) == 1
+    make_visible(spool, event)
+    assert spool.invoke(spool.receive()) == set()
+    assert len(sent_messages()) == 2  # the resend ses_unknown_outcome = resend asks for
