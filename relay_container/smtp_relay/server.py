@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -28,6 +29,8 @@ from smtp_relay.handoff import Spool
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.relay import Relay
 from smtp_relay.session import RelaySession
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = logging.getLogger("sesrelay.relay")
 
@@ -152,13 +155,13 @@ async def run(config: Config, addresses: list[Listener] | None = None,
               on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain."""
     server = RelayServer(config, addresses)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the first client: every stop drains
+        loop.add_signal_handler(sig, stop.set)
     bound = await server.start(reuse_port=reuse_port)
     if on_ready:
         on_ready(bound)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     publisher = asyncio.create_task(server.metrics.publish_forever())
     try:
         await stop.wait()
@@ -189,6 +192,27 @@ def pin_to_cpu(index: int, cpus: list[int]) -> None:
     log.info("relay process %d on CPU %d", index, cpu)
 
 
+class StoppedBeforeServing(Exception):
+    """SIGTERM or SIGINT reached a relay process before it began to serve."""
+
+
+def _stop_before_serving(signum: int, frame: object) -> None:
+    raise StoppedBeforeServing(signal.Signals(signum).name)
+
+
+def drain_when_orphaned(parent: int) -> None:
+    """Have the kernel send this (forked) process SIGTERM when its parent dies, even by
+    SIGKILL or the OOM killer: it then drains like any stopping relay process, instead of
+    serving on as an orphan that keeps the port. (In the ECS task the parent is PID 1 and
+    the kernel ends everything with it; on any other host it would not.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("relay process %d: cannot ask to be stopped with its parent: %s",
+                    os.getpid(), os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve_processes(processes: int, serve: Callable[[], None],
                     cpu_affinity: bool = False) -> int:
     """Run serve() in that many forked processes; return the exit status for the parent.
@@ -201,14 +225,22 @@ def serve_processes(processes: int, serve: Callable[[], None],
     """
     cpus = sorted(os.sched_getaffinity(0))
     children: dict[int, int] = {}
+    parent = os.getpid()
     for index in range(processes):
         pid = os.fork()
         if pid == 0:
             status = 0
             try:
+                # Until serve() installs its drain, a stop means exit: nothing is accepted
+                # yet (a slow start under load must not read as a crash).
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, _stop_before_serving)
+                drain_when_orphaned(parent)
                 if cpu_affinity:
                     pin_to_cpu(index, cpus)
                 serve()
+            except StoppedBeforeServing:
+                log.info("relay process %d stopped before it served", index)
             except BaseException:
                 log.exception("relay process %d failed", index)
                 status = 1

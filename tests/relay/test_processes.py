@@ -114,6 +114,29 @@ def test_a_dead_process_stops_the_others(relay: Relay) -> None:
     assert not Path(f"/proc/{second}").exists()
 
 
+def test_no_process_outlives_a_killed_parent(relay: Relay) -> None:
+    """SIGKILL (OOM, kill -9) of the parent: its children drain and exit, instead of
+    serving on as orphans that keep the port."""
+    children = relay.children()
+    assert [send(relay.port) for _ in range(2)] == [250] * 2
+    relay.process.kill()
+    relay.process.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(child) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(child) for child in children)
+    assert relay.queued() == 2  # what they acknowledged is queued
+
+
+def alive(pid: int) -> bool:
+    """Running (not a zombie waiting for its new parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 def test_cpu_affinity_keeps_each_process_on_one_cpu(pinned_relay: Relay) -> None:
     relay = pinned_relay
     cpus = sorted(os.sched_getaffinity(0))
