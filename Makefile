@@ -31,5 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # Every test: unit, SMTP over real sockets against moto, sesrelay dev end to end, CDK gates.
+# Three pytest processes, each taking whole test files: most tests wait on sockets and on
+# the AWS emulation, so three keep two CPUs busy (tests/conftest.py starts the soak first).
 test: $(STAMP) system-packages lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile

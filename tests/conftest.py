@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -20,6 +21,52 @@ from tests.support import free_port, wait_for_port
 
 # The console script users run, from the same environment as the tests.
 SESRELAY = str(Path(sys.executable).parent / "sesrelay")
+
+
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make this process the reaper of every process the tests start, so that one they
+    leave behind (an orphan whose parent was killed) stays its descendant and is found
+    at the end of the session instead of living on under init."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if a test left a process running; stop it."""
+    worker = hasattr(session.config, "workerinput")
+    if getattr(session.config.option, "numprocesses", None) and not worker:
+        return  # the xdist controller: each worker checks its own
+    left = leftover_processes()
+    if left:
+        for pid, command in left:
+            print(f"\nleft running by the tests: pid {pid}: {command}", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def leftover_processes() -> list[tuple[int, str]]:
+    """This process's children still running (zombies aside), with their command."""
+    me = os.getpid()
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.append((int(stat.parent.name), command.strip()))
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For `make test`'s parallel run (pytest-xdist, --dist loadfile: a module's tests
+    share a worker, and so its module-scoped fixtures): the soak, the longest test,
+    starts first so that the rest runs beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("soak") is None)
 
 
 @dataclass
