@@ -10,10 +10,10 @@ from email.utils import getaddresses
 from typing import Any
 
 
-def read_outbox(endpoint: str) -> list[dict[str, Any]]:
+def read_outbox(endpoint: str, timeout: float = 10) -> list[dict[str, Any]]:
     """Messages the emulated SES accepted, oldest first: message_id, mail_from, rcpt_to, raw."""
     with urllib.request.urlopen(f"{endpoint.rstrip('/')}/moto-api/data.json",
-                                timeout=10) as response:
+                                timeout=timeout) as response:
         data = json.load(response)
     sent = (data.get("ses") or {}).get("RawMessage", [])
     return [{"message_id": m["id"], "mail_from": m["source"],

@@ -60,11 +60,14 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
     applied: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Answers of 5xx from upstream, and requests that could not be forwarded at all.
+    upstream_errors: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self._server: ThreadingHTTPServer | None = None
+        self._local = threading.local()
 
     def add(self, operation_name: str, action: str, times: int | None = None,
             probability: float = 1.0, seconds: float = 0.0) -> None:
@@ -93,10 +96,34 @@ class FaultProxy:
                 return rule
         return None
 
+    def forward(self, method: str, path: str, body: bytes,
+                headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        """Send a request upstream on this thread's kept-alive connection."""
+        connection = getattr(self._local, "connection", None)
+        for fresh in (False, True):
+            if connection is None or fresh:
+                upstream = urlsplit(self.upstream)
+                connection = http.client.HTTPConnection(upstream.hostname, upstream.port,
+                                                        timeout=60)
+                self._local.connection = connection
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                answer = connection.getresponse()
+                return answer, answer.read()
+            except (http.client.HTTPException, OSError):
+                connection.close()
+                if fresh:
+                    raise
+        raise AssertionError("unreachable")
+
+    def count_error(self, what: str) -> None:
+        """Count an upstream failure the proxy did not inject."""
+        with self._lock:
+            self.upstream_errors[what] = self.upstream_errors.get(what, 0) + 1
+
     def start(self) -> str:
         """Listen on a free loopback port; return the endpoint URL."""
         proxy = self
-        upstream = urlsplit(self.upstream)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -113,14 +140,16 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                connection = http.client.HTTPConnection(upstream.hostname, upstream.port,
-                                                        timeout=60)
                 forwarded = {k: v for k, v in self.headers.items()
                              if k.lower() not in ("expect", "connection")}
-                connection.request(self.command, self.path, body=body, headers=forwarded)
-                answer = connection.getresponse()
-                payload = answer.read()
-                connection.close()
+                name = operation(self.command, self.path, headers)
+                try:
+                    answer, payload = proxy.forward(self.command, self.path, body, forwarded)
+                except (http.client.HTTPException, OSError) as exc:
+                    proxy.count_error(f"{name} {type(exc).__name__}")
+                    raise
+                if answer.status >= 500:
+                    proxy.count_error(f"{name} {answer.status}")
                 if rule is not None and rule.action == LOSE_ANSWER:
                     self.close_connection = True
                     self.connection.close()
@@ -139,7 +168,11 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that gave up on a held answer: what the proxy is for
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"

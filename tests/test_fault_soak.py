@@ -11,8 +11,11 @@ The figures are printed (run with -s to see them) and docs/COMMIT.md quotes them
 
 from __future__ import annotations
 
+import json
 import os
 import smtplib
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,35 +24,27 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.ses.models import ses_backends
 
-from sesrelay import aws, timeouts, trail
-from sesrelay.config import load_config
-from sesrelay.dev import (
-    DEV_REGION,
-    LocalWorker,
-    create_resources,
-    dev_environment,
-    point_at_emulation,
-    start_emulation,
-)
+from sesrelay import aws, trail
+from sesrelay.config import env_name, load_config
+from sesrelay.dev import DEV_REGION, LocalWorker
+from sesrelay.outbox import read_outbox
 from tests.faults import LOSE_ANSWER, SLOW_ANSWER, FaultProxy
 from tests.relay.conftest import RunningRelay
+from tests.soak_emulation import READ_TIMEOUT_CAP, cap_read_timeouts
 from tests.support import free_port
 
 MESSAGES = 500
 CLIENTS = 10
 LOSS, SLOWNESS = 0.05, 0.05
-# Read timeouts are capped here for the soak, so that an answer held past them costs
-# seconds, not minutes; every budget's logic (attempts, retries) is unchanged.
-READ_TIMEOUT_CAP = 2.0
-HELD_FOR = READ_TIMEOUT_CAP + 0.5
-# Every operation the relay, worker and events handler call, each faulted alike. SNS
-# Publish is SES's own (the emulation's) and goes straight to moto.
-FAULTED = ["sqs.SendMessage", "sqs.SendMessageBatch", "sqs.ReceiveMessage",
-           "sqs.DeleteMessageBatch", "sqs.ChangeMessageVisibility", "sqs.GetQueueUrl",
+SETTLE_TIME = 240  # after the last 250, for every message to finish
+HELD_FOR = READ_TIMEOUT_CAP + 0.3
+# Every operation the relay, worker and events handler call, each faulted alike. Not
+# faulted: SNS Publish (SES publishing its events, the emulation's own) and the local
+# pollers' ReceiveMessage and DeleteMessageBatch, which stand in for Lambda's event source
+# mapping: in AWS those are AWS's calls, not sesrelay's.
+FAULTED = ["sqs.SendMessage", "sqs.SendMessageBatch", "sqs.ChangeMessageVisibility",
+           "sqs.GetQueueUrl",
            "dynamodb.PutItem", "dynamodb.UpdateItem", "dynamodb.GetItem", "dynamodb.Query",
            "dynamodb.BatchWriteItem", "dynamodb.DeleteItem", "sesv2.SendEmail",
            "s3.PutObject", "s3.GetObject"]
@@ -59,66 +54,69 @@ mynetworks = 127.0.0.0/8
 ses_identities = example.com
 ses_max_send_rate = 0
 ses_configuration_set = sesrelay
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
+minimal_backoff_time = 2s
+maximal_backoff_time = 10s
 ses_unknown_outcome_wait = 10m
 """
 
 
 @pytest.fixture
-def soak_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                  ) -> Iterator[tuple[RunningRelay, FaultProxy]]:
-    """The dev pipeline in this process, its AWS calls through a fault proxy."""
-    for name in list(os.environ):
-        if name.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_")):
-            monkeypatch.delenv(name)
-    original = timeouts.CallBudget.boto_config
-
-    def capped(self: timeouts.CallBudget, pool: int = 10) -> BotoConfig:
-        return original(self, pool).merge(BotoConfig(read_timeout=min(self.read,
-                                                                      READ_TIMEOUT_CAP)))
-
-    monkeypatch.setattr(timeouts.CallBudget, "boto_config", capped)
+def soak_pipeline(tmp_path: Path) -> Iterator[tuple[RunningRelay, FaultProxy, str]]:
+    """The relay and two workers in this process, the AWS emulation (with SES's events
+    and the events handler) in another, every call through the fault proxy."""
+    saved = dict(os.environ)  # the relay and worker read their settings from it
     main_cf = tmp_path / "main.cf"
     main_cf.write_text(MAIN_CF)
-    aws_port = free_port()
-    emulation = start_emulation(aws_port)
-    point_at_emulation(aws_port)
-    moto = f"http://127.0.0.1:{aws_port}"
-    config = load_config(main_cf)
-    resources = create_resources(config)
-    os.environ.update(dev_environment(resources, str(main_cf)))
-    sqs = boto3.client("sqs", endpoint_url=moto, region_name=DEV_REGION)
-    # Lost receives hide records for the visibility timeout: keep it short.
-    sqs.set_queue_attributes(QueueUrl=resources.queue_url,
-                             Attributes={"VisibilityTimeout": "8"})
-    from ses_events.handler import handler as events_handler
-    from ses_worker.handler import handler as worker_handler
-    from sesrelay.dev_events import start_events
-
-    os.environ["AWS_ENDPOINT_URL_SNS"] = moto  # SES publishing its events: not ours
-    events = start_events(config.ses_configuration_set, events_handler)
-    sqs.set_queue_attributes(QueueUrl=events.pipeline.queue_url,
-                             Attributes={"VisibilityTimeout": "5"})
+    port = free_port()
+    moto = f"http://127.0.0.1:{port}"
     proxy = FaultProxy(moto, seed=16)
-    os.environ["AWS_ENDPOINT_URL"] = proxy.start()
-    aws.reset_clients()
-    relay = RunningRelay(load_config(main_cf))
-    workers = [LocalWorker(resources.queue_url, resources.queue_arn, worker_handler,
-                           name=f"soak-worker-{n}") for n in range(2)]
-    for worker in workers:
-        worker.start()
+    endpoint = proxy.start()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
+    emulation = subprocess.Popen(
+        [sys.executable, "-m", "tests.soak_emulation", str(port), endpoint, str(main_cf),
+         str(tmp_path / "emulation.log")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        cwd=Path(__file__).resolve().parents[1])
     try:
-        yield relay, proxy
+        assert emulation.stdout is not None and emulation.stdin is not None
+        resources = json.loads(emulation.stdout.readline())
+        for name in list(os.environ):
+            if name.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_")):
+                del os.environ[name]
+        os.environ.update({
+            "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "soak",
+            "AWS_SECRET_ACCESS_KEY": "soak", "AWS_DEFAULT_REGION": DEV_REGION,
+            "POWERTOOLS_METRICS_DISABLED": "true", "SESRELAY_CONFIG": str(main_cf),
+            **{env_name(k): v for k, v in resources.items()
+               if k.startswith("sesrelay_")}})
+        cap_read_timeouts()
+        aws.reset_clients()
+        from ses_worker.handler import handler as worker_handler
+
+        relay = RunningRelay(load_config(main_cf))
+        workers = [LocalWorker(resources["sesrelay_spool_queue_url"], resources["queue_arn"],
+                               worker_handler, name=f"soak-worker-{n}") for n in range(2)]
+        for worker in workers:
+            worker.start()
+        try:
+            yield relay, proxy, moto
+        finally:
+            relay.stop()
+            for worker in workers:
+                worker.stopping.set()
+            for worker in workers:
+                worker.join(timeout=10)
     finally:
-        relay.stop()
-        for worker in workers:
-            worker.stopping.set()
-        events.stop()
-        for worker in workers:
-            worker.join(timeout=10)
+        if emulation.stdin:
+            emulation.stdin.close()
+        try:
+            emulation.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            emulation.kill()
         proxy.stop()
-        emulation.stop()
+        os.environ.clear()
+        os.environ.update(saved)
         aws.reset_clients()
 
 
@@ -140,16 +138,27 @@ def send_until_queued(port: int, subject: str, tally: Counter[str]) -> bool:
     return False
 
 
-def accepted_by_ses() -> Counter[str]:
+def accepted_by_ses(moto: str) -> Counter[str]:
     """How many times the emulated SES accepted each subject."""
-    sent = ses_backends[DEFAULT_ACCOUNT_ID][DEV_REGION].sent_messages
-    return Counter(m.raw_data.split("Subject: ", 1)[1].split("\r\n", 1)[0]
-                   for m in sent if "Subject: soak-" in m.raw_data)
+    return Counter(m["raw"].split("Subject: ", 1)[1].split("\r\n", 1)[0]
+                   for m in read_outbox(moto, timeout=120) if "Subject: soak-" in m["raw"])
 
 
+def spool_is_empty(moto: str) -> bool:
+    """No record in the spool queue, visible or being worked on."""
+    sqs = boto3.client("sqs", endpoint_url=moto, region_name=DEV_REGION)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=os.environ["SESRELAY_SPOOL_QUEUE_URL"],
+        AttributeNames=["ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return all(value == "0" for value in attributes.values())
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
 def test_500_messages_through_lost_and_slow_answers_are_each_sent_once(
-        soak_pipeline: tuple[RunningRelay, FaultProxy]) -> None:
-    relay, proxy = soak_pipeline
+        soak_pipeline: tuple[RunningRelay, FaultProxy, str]) -> None:
+    relay, proxy, moto = soak_pipeline
     for name in FAULTED:
         proxy.add(name, LOSE_ANSWER, probability=LOSS)
         proxy.add(name, SLOW_ANSWER, probability=SLOWNESS / (1 - LOSS), seconds=HELD_FOR)
@@ -160,46 +169,51 @@ def test_500_messages_through_lost_and_slow_answers_are_each_sent_once(
         queued = dict(zip(subjects, pool.map(
             lambda s: send_until_queued(relay.port, s, tally), subjects), strict=True))
     acknowledged = {s for s, ok in queued.items() if ok}
+    ingest_seconds = time.monotonic() - started
 
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + SETTLE_TIME
     while time.monotonic() < deadline:
-        counts = accepted_by_ses()
-        if set(counts) >= acknowledged and not unfinished():
+        # Cheap questions only: moto's whole state (the outbox) is costly to dump.
+        if spool_is_empty(moto) and not unfinished(moto):
             break
         time.sleep(2)
     time.sleep(3)  # anything sent late would show now
-    counts = accepted_by_ses()
-    doubts = in_doubt_outcomes()
+    counts = accepted_by_ses(moto)
+    doubts = in_doubt_outcomes(moto)
+    left = unfinished(moto)
     faults: Counter[str] = Counter()
     for (_, action), count in proxy.applied.items():
         faults[action] += count
-    print(f"\nfault soak: {MESSAGES} messages in {time.monotonic() - started:.0f} s; SMTP "
-          f"attempts {dict(tally)}; acknowledged {len(acknowledged)}; AWS requests "
-          f"{sum(proxy.seen.values())}, faults {dict(faults)}; sends not sent at once "
-          f"{dict(doubts)}; SES copies per message {dict(Counter(counts[s] for s in subjects))}")
+    print(f"\nfault soak: {MESSAGES} messages acknowledged in {ingest_seconds:.0f} s, all "
+          f"finished in {time.monotonic() - started:.0f} s; SMTP attempts {dict(tally)}; "
+          f"acknowledged {len(acknowledged)}; AWS requests {sum(proxy.seen.values())}, "
+          f"faults {dict(faults)} (upstream errors {proxy.upstream_errors}); send attempts "
+          f"other than sent at once {dict(doubts)}; SES copies per message "
+          f"{dict(Counter(counts[s] for s in subjects))}; unfinished at the end {len(left)} "
+          f"{left[:5]}")
     lost = sorted(s for s in acknowledged if counts[s] == 0)
     duplicated = sorted(s for s in subjects if counts[s] > 1)
     never_acknowledged_but_sent = sorted(s for s in subjects
                                          if counts[s] and s not in acknowledged)
     assert lost == [] and duplicated == [] and never_acknowledged_but_sent == []
     assert len(acknowledged) == MESSAGES
+    assert left == []  # every message finished: settled, not left waiting
     assert sum(proxy.applied.values()) > 0.05 * sum(proxy.seen.values())  # it was a soak
 
 
-def unfinished() -> int:
-    """Envelopes still in the spool queue (visible or in flight)."""
-    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL_SNS"],
-                       region_name=DEV_REGION)
-    url = sqs.get_queue_url(QueueName="sesrelay-dev-spool")["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return sum(int(v) for v in attributes.values())
+def unfinished(moto: str) -> list[str]:
+    """Messages the trail still shows unfinished (deferred, in doubt or being sent), with
+    their state and last reason."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto, region_name=DEV_REGION)
+    reader = trail.TrailReader(dynamodb, os.environ["SESRELAY_TRAIL_TABLE"])
+    return [f"{s['qid']} {s['status']} {s.get('attempts', 0)} {s.get('last_reason', '')}"
+            for s in reader.unfinished()]
 
 
-def in_doubt_outcomes() -> Counter[str]:
-    """How each send that was ever in doubt ended, from the trail's attempt items."""
-    dynamodb = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL_SNS"],
-                            region_name=DEV_REGION)
+def in_doubt_outcomes(moto: str) -> Counter[str]:
+    """The trail's attempt items other than a plain sent: in doubt when the call ended,
+    and how later receives settled them (a trail write lost to a fault is not counted)."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto, region_name=DEV_REGION)
     table = os.environ["SESRELAY_TRAIL_TABLE"]
     outcomes: Counter[str] = Counter()
     paginator = dynamodb.get_paginator("scan")
