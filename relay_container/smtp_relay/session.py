@@ -27,7 +27,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
+from aiosmtpd.proxy_protocol import V2_CMD, ProxyData, get_proxy
 from aiosmtpd.smtp import SMTP, Session
 
 from sesrelay.spool import MAX_ADDRESS_LENGTH
@@ -248,7 +248,13 @@ class RelaySession(SMTP):
         """The PROXY header the load balancer sends first, within its own timeout."""
         assert self.session is not None and self._proxy_timeout is not None
         self._wait_limit = float(self._proxy_timeout)
-        self.session.proxy_data = await self._wait(get_proxy(self._reader))
+        try:
+            self.session.proxy_data = await self._wait(get_proxy(self._reader))
+        except asyncio.IncompleteReadError:
+            # aiosmtpd reads the 5-octet signature outside its own error handling: a peer
+            # that leaves within it is refused as one that leaves later in the header is.
+            self.session.proxy_data = ProxyData(version=None).with_error(
+                "PROXY exception: Connection lost while waiting for signature", False)
         self._wait_limit = float(self.relay.config.smtpd_timeout)
         proxy = self.session.proxy_data
         accepted = bool(proxy) and await self.relay.handle_PROXY(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
+
+import pytest
 
 from tests.relay.conftest import SpoolAccount
 from tests.support import proxy_v2_header, proxy_v2_local_header, read_reply
@@ -90,3 +94,22 @@ def test_proxy_header_is_ignored_as_smtp_when_protocol_is_off(start_relay) -> No
             data += chunk
     assert greeting.startswith(b"220 ")
     assert b"221 2.0.0 Bye" in data and b"250" not in data
+
+
+@pytest.mark.parametrize("sent", [b"", b"P", b"PROX", b"\r\n\r\n"])
+def test_peer_leaving_within_the_proxy_signature_is_no_session_error(
+        start_relay, caplog: pytest.LogCaptureFixture, sent: bytes) -> None:
+    # Found by the fuzzer (test_fuzz.py): fewer than the signature's 5 octets, then end
+    # of input, raised out of aiosmtpd's get_proxy() and was logged as a session error.
+    relay = start_relay(**BEHIND_NLB)
+    with caplog.at_level(logging.DEBUG):
+        with socket.create_connection((relay.host, relay.port), timeout=10) as sock:
+            sock.sendall(sent)
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(1024) == b""  # closed without a greeting
+        deadline = time.monotonic() + 2
+        while relay.server.relay.sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert not relay.server.relay.sessions
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert "Connection lost while waiting for signature" in caplog.text
