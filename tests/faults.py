@@ -2,9 +2,9 @@
 
 Point AWS_ENDPOINT_URL (or a client's endpoint_url) at the proxy: it forwards each AWS
 request to moto's server and can, per operation, lose the answer after the request was
-delivered (the service acted, the client never hears), hold the answer past the client's
-read timeout, or drop the request before it is delivered. moto's own state (its queues,
-what its SES accepted) is then the oracle of what really happened.
+delivered (the service acted, the client never hears), or hold the answer past the
+client's read timeout. moto's own state (its queues, what its SES accepted) is then the
+oracle of what really happened.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-PASS, LOSE_ANSWER, SLOW_ANSWER, DROP_REQUEST = "pass", "lose_answer", "slow_answer", "drop"
+LOSE_ANSWER, SLOW_ANSWER = "lose_answer", "slow_answer"
 
 
 def operation(method: str, path: str, headers: dict[str, str]) -> str:
@@ -136,10 +136,6 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 rule = proxy.decide(operation(self.command, self.path, headers))
-                if rule is not None and rule.action == DROP_REQUEST:
-                    self.close_connection = True
-                    self.connection.close()
-                    return
                 forwarded = {k: v for k, v in self.headers.items()
                              if k.lower() not in ("expect", "connection")}
                 name = operation(self.command, self.path, headers)
