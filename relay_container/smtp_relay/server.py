@@ -192,8 +192,10 @@ def pin_to_cpu(index: int, cpus: list[int]) -> None:
     log.info("relay process %d on CPU %d", index, cpu)
 
 
-class StoppedBeforeServing(Exception):
-    """SIGTERM or SIGINT reached a relay process before it began to serve."""
+class StoppedBeforeServing(SystemExit):
+    """SIGTERM or SIGINT reached a relay process before it began to serve. A SystemExit,
+    because asyncio's loop swallows (and only logs) any other exception raised in one of
+    its callbacks, and the process would serve on."""
 
 
 def _stop_before_serving(signum: int, frame: object) -> None:
