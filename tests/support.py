@@ -3,12 +3,17 @@ reply, PROXY headers."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import BinaryIO
+
+import pytest
+from moto import mock_aws
 
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -67,3 +72,16 @@ def proxy_v2_header(source: str, destination: str, source_port: int = 40000,
 def proxy_v2_local_header() -> bytes:
     """A PROXY v2 LOCAL header, as a load balancer's health check sends: no addresses."""
     return PROXY_V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+
+
+@contextlib.contextmanager
+def moto_account(monkeypatch: pytest.MonkeyPatch, region: str) -> Iterator[None]:
+    """An in-process moto account in region, reached by boto3's usual credential chain
+    (no endpoint override, no profile)."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    with mock_aws():
+        yield

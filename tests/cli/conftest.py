@@ -12,11 +12,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from sesrelay import dev, spool, trail
 from sesrelay.cli import dlq, where
 from sesrelay.trail import Attempt, SesEventRecord, TrailReader, TrailWriter
+from tests.support import moto_account
 
 REGION = "us-east-1"
 
@@ -167,12 +167,7 @@ class WorkerLike:
 @pytest.fixture
 def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
     """A moto account with dev's resources; every command's `where.resolve` finds it."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
+    with moto_account(monkeypatch, REGION):
         session = boto3.session.Session(region_name=REGION)
         sqs, dynamodb = session.client("sqs"), session.client("dynamodb")
         queue_url, dlq_url = create_dev_resources(sqs, dynamodb)

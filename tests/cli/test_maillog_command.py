@@ -14,11 +14,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from sesrelay import deployment, maillog
 from sesrelay.cli import main, where
 from sesrelay.cli.maillog import powertools_time
+from tests.support import moto_account
 
 REGION = "us-east-1"
 GROUPS = {deployment.OUTPUT_RELAY_LOG_GROUP: "/sesrelay/test/relay",
@@ -37,12 +37,7 @@ def powertools(when: datetime, message: str, **keys: str) -> str:
 @pytest.fixture
 def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """CloudWatch Logs in moto with the three groups, and --env finding them."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
+    with moto_account(monkeypatch, REGION):
         client = boto3.client("logs", region_name=REGION)
         for group in GROUPS.values():
             client.create_log_group(logGroupName=group)

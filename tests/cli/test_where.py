@@ -9,22 +9,17 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from sesrelay import deployment, dev
 from sesrelay.cli import main, where
+from tests.support import moto_account
 
 REGION = "eu-west-1"
 
 
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
+    with moto_account(monkeypatch, REGION):
         yield boto3.client("cloudformation", region_name=REGION)
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from sesrelay import trail
+from tests.support import moto_account
 
 REGION = "us-east-1"
 IDEMPOTENCY_TABLE = "sesrelay-test-idempotency"
@@ -19,12 +19,7 @@ TRAIL_TABLE = "sesrelay-test-trail"
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A DynamoDB client on a moto account holding both tables."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
+    with moto_account(monkeypatch, REGION):
         client = boto3.client("dynamodb", region_name=REGION)
         client.create_table(
             TableName=IDEMPOTENCY_TABLE, BillingMode="PAY_PER_REQUEST",
