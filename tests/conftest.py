@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.core.botocore_stubber import BotocoreStubber
 
 from tests.support import free_port, wait_for_port
 
@@ -32,6 +34,22 @@ def pytest_configure(config: pytest.Config) -> None:
     leave behind (an orphan whose parent was killed) stays its descendant and is found
     at the end of the session instead of living on under init."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    serialise_moto_requests()
+
+
+def serialise_moto_requests() -> None:
+    """Answer mock_aws's in-process requests one at a time. moto's backends are not
+    thread-safe (its documentation says so): the worker delivers a batch's records on
+    threads, and two of them writing the same table at once could make moto fail a
+    request as AWS never would (a rare, unreproducible deferral in the worker tests)."""
+    process = BotocoreStubber.process_request
+    lock = threading.RLock()  # a backend may call another in the same request
+
+    def one_at_a_time(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    BotocoreStubber.process_request = one_at_a_time  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session", autouse=True)
