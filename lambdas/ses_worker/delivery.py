@@ -49,6 +49,7 @@ from ses_worker.sending import SesSender, recipient_chunks
 from ses_worker.settle import Settler, Verdict
 from sesrelay import aws, commit, maillog, trail
 from sesrelay.config import Config
+from sesrelay.long_lines import fit_lines
 from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, object_key, utc_now
 from sesrelay.telemetry import (
     BOUNCED,
@@ -123,7 +124,8 @@ class SpooledMessage:
             problem = header_section_problem(body)
             if problem:  # permanent: sending it again cannot help
                 raise SendFailure(ErrorClass.PERMANENT, "MalformedHeaders", problem, "5.6.0")
-            self._raw = strip_blind_headers(body)
+            # SES refuses a line over 1,000 characters; Postfix accepts any length.
+            self._raw = fit_lines(strip_blind_headers(body))
         return self._raw
 
     def original(self) -> bytes:
@@ -576,8 +578,9 @@ class Deliverer:
         """Send the DSN for failed recipients to the envelope sender."""
         def build() -> bytes:
             headers, _ = split_headers(message.original())
-            return build_dsn(envelope, headers, failed, self.config.ses_bounce_sender,
-                             self.config.myhostname, utc_now())
+            return fit_lines(build_dsn(envelope, headers, failed,
+                                       self.config.ses_bounce_sender,
+                                       self.config.myhostname, utc_now()))
 
         recipients = tuple(sorted(f.recipient for f in failed))
         # SES cannot send from the null sender a DSN should have (RFC 3464): the bounce

@@ -57,6 +57,13 @@ class Transaction:
     discard: str | None = None
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def rejects_bare_newline(self) -> bool:
+        """smtpd_forbid_bare_newline = reject, for a client not excluded from it."""
+        return (self.config.smtpd_forbid_bare_newline == "reject"
+                and client_address(self.session)
+                not in self.config.smtpd_forbid_bare_newline_exclusions)
+
     def start_body(self, header_lines: list[bytes], separator: bytes) -> bytearray:
         """Apply header_checks and return the message buffer: Received:, headers, separator.
 

@@ -11,7 +11,9 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing transmission channel"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
 SPOOL_FAILED = "451 4.3.0 Error: queue file write error"
 SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed limit"
-LINE_TOO_LONG = "500 5.5.2 Error: line too long (RFC 5321 section 4.5.3.1.6)"
+# sesrelay's own: re-encoding a signed part to fit SES's line limit breaks its signature.
+SIGNED_LONG_LINES = ("554 5.6.0 Error: a multipart/signed part has a line longer than 998 "
+                     "octets, which cannot be relayed without breaking its signature")
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"  # rcpt_cmd()
 BAD_SENDER = "501 5.1.7 Bad sender address syntax"  # mail_cmd()
 BYE = "221 2.0.0 Bye"  # quit_cmd()
@@ -61,9 +63,15 @@ def too_many_connections(hostname: str, client: str) -> str:
     return f"421 4.7.0 {hostname} Error: too many connections from {client}"
 
 
-def bare_newline(hostname: str) -> str:
-    """Postfix 3.9's reply to a bare <CR> or <LF> in DATA (smtpd_forbid_bare_newline)."""
-    return f"521 5.5.2 {hostname} Error: bare <CR> or <LF> received"
+def bare_newline(hostname: str, code: int = 550) -> str:
+    """Postfix 3.9's reply to a bare <LF> under smtpd_forbid_bare_newline = reject."""
+    return f"{code} 5.5.2 {hostname} Error: bare <LF> received"
+
+
+def bare_cr_in_header(hostname: str) -> str:
+    """sesrelay's reply to a bare <CR> in a header line: the worker could not send it (a
+    header line would end in a different place for SES), so it is refused at DATA."""
+    return f"550 5.6.0 {hostname} Error: bare <CR> received in a message header"
 
 
 def soften(reply: str, soft_bounce: bool) -> str:

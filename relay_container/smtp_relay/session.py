@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiosmtpd.proxy_protocol import V2_CMD, ProxyData, get_proxy
 from aiosmtpd.smtp import SMTP, Session
 
+from sesrelay.long_lines import MAX_LINE, lines_fit, signed_with_long_lines
 from sesrelay.spool import MAX_ADDRESS_LENGTH
 from smtp_relay import replies
 from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
@@ -64,8 +65,8 @@ class _Data(enum.Enum):
     HEADERS = 1
     BODY = 2
     TOO_MUCH = 3
-    TOO_LONG = 4
-    BARE_NEWLINE = 5
+    BARE_NEWLINE = 4
+    BARE_CR = 5
 
 
 class _Lost(Exception):
@@ -445,7 +446,7 @@ class RelaySession(SMTP):
         if await self._refuse_when_draining():
             return False
         assert self.session is not None and self.envelope is not None
-        if not self.session.host_name:
+        if not self.session.host_name and self.relay.config.smtpd_helo_required:
             await self.push(replies.NEED_HELO)
             return False
         if self.in_transaction:
@@ -561,21 +562,28 @@ class RelaySession(SMTP):
         await self.push(replies.START_DATA)
         self._where = _AFTER_DATA
         self._data_bytes = 0
-        state, header_lines, buffer = await self._read_data(transaction)
+        data = await self._read_data(transaction)
         self._where = _AFTER_EOM
-        if state is _Data.BARE_NEWLINE:
-            await self.push(replies.bare_newline(self.hostname))
-            self._set_post_data_state()
-            self._hang_up()
-            return False
-        if state is _Data.TOO_MUCH:
+        if data.state is _Data.TOO_MUCH:
             reply = replies.SIZE_EXCEEDED
-        elif state is _Data.TOO_LONG:
-            reply = replies.LINE_TOO_LONG
+        elif data.state is _Data.BARE_NEWLINE:
+            log.info("%s: bare <LF> received from %s", transaction.queue_id, self.namaddr)
+            reply = replies.bare_newline(self.hostname,
+                                         self.relay.config.smtpd_forbid_bare_newline_reject_code)
+        elif data.state is _Data.BARE_CR:
+            reply = replies.bare_cr_in_header(self.hostname)
         else:
-            if header_lines is not None:  # the message had no body
-                buffer = transaction.start_body(header_lines, separator=b"")
-            reply = await self.relay.finish_data(transaction, buffer)
+            buffer = data.buffer
+            if data.header_lines is not None:  # the message had no body
+                buffer = transaction.start_body(data.header_lines, separator=b"")
+            if data.truncated:
+                log.warning("%s: %d header(s) longer than header_size_limit (%d) from %s: "
+                            "the excess was discarded", transaction.queue_id, data.truncated,
+                            data.header_limit, self.namaddr)
+            if data.long_lines and signed_with_long_lines(buffer):
+                reply = replies.SIGNED_LONG_LINES
+            else:
+                reply = await self.relay.finish_data(transaction, buffer)
         self.relay.record_reply(transaction, reply)
         self._set_post_data_state()
         if reply.startswith("2"):  # Postfix forgives earlier errors once mail is accepted
@@ -583,53 +591,63 @@ class RelaySession(SMTP):
         await self.push(reply)
         return reply.startswith("2")
 
-    async def _read_data(self, transaction: Transaction
-                         ) -> tuple[_Data, list[bytes] | None, bytearray]:
-        """Read DATA up to <CRLF>.<CRLF>. Returns the final state, the header lines if the
-        body never started, and the buffer (Received: + checked headers + body). Raises
-        _Lost if the input ends first: an incomplete message is never queued.
+    async def _read_data(self, transaction: Transaction) -> _DataReader:
+        """Read DATA up to <CRLF>.<CRLF> and return the reader: its final state, the
+        header lines if the body never started, and the buffer (Received: + checked
+        headers + body). Raises _Lost if the input ends first: an incomplete message is
+        never queued.
 
-        Headers are read line by line (header_checks needs them whole, and they are few);
-        the body, where nearly all the bytes are, in blocks of whole lines (_read_body)."""
-        data = _DataReader(transaction, self.data_size_limit or 0, self.line_length_limit)
-        partial = False  # the previous piece was a line longer than the reader's limit
+        Headers are read line by line while they are short (header_checks needs them
+        whole, and they are few); the body, and any line longer than the stream's limit,
+        in blocks of whole lines (_read_body)."""
+        config = self.relay.config
+        data = _DataReader(transaction, self.data_size_limit or 0, config.header_size_limit,
+                           reject_bare_lf=transaction.rejects_bare_newline)
+        carry = b""
         reader = self._reader
         while data.state is _Data.HEADERS:
             try:
                 line = await self._wait(reader.readuntil(b"\r\n"))
             except asyncio.LimitOverrunError as exc:
-                self._data_bytes += len(await reader.read(exc.consumed))
-                data.too_long()
-                partial = True
+                carry = await self._wait(reader.read(exc.consumed))
+                self._data_bytes += len(carry)
                 break
             except asyncio.IncompleteReadError as exc:
                 self._data_bytes += len(exc.partial)
                 raise _Lost from None
             self._data_bytes += len(line)
             if line == b".\r\n":
-                return data.state, data.header_lines, data.buffer
-            data.line(line)
-        await self._read_body(data, at_line_start=not partial)
-        return data.state, data.header_lines, data.buffer
+                return data
+            data.lines(line, dotted=True)
+        await self._read_body(data, carry)
+        return data
 
-    async def _read_body(self, data: _DataReader, at_line_start: bool) -> None:
+    async def _read_body(self, data: _DataReader, start: bytes) -> None:
         """Read the rest of DATA in blocks of whole lines; raises _Lost at end of input.
+        start is the beginning of a line already read.
 
         Each read takes everything the stream holds (never more than 2 x its limit plus one
         socket read, since the transport pauses above that), so what follows the final "."
-        (pipelined commands) can be handed back to the stream in order."""
+        (pipelined commands) can be handed back to the stream in order. A line may be of
+        any length: it is carried until its end arrives, unless the message is refused
+        already, in which case the rest of the line is skipped."""
         reader = self._reader
-        carry = b""  # the start of a line whose end has not arrived yet
+        carry, at_line_start = bytearray(start), True
         while True:
             chunk = await self._wait(reader.read(_READ_ALL))
             if not chunk:
                 raise _Lost
             self._data_bytes += len(chunk)
-            block = carry + chunk if carry else chunk
-            if not at_line_start:  # skip the rest of an overlong line
+            if carry and at_line_start and b"\n" not in chunk:
+                carry += chunk  # a long line goes on: no copy of what came before
+                if not data.keeps(len(carry)):
+                    carry, at_line_start = _trailing_cr(carry), False
+                continue
+            block = bytes(carry) + chunk if carry else chunk
+            if not at_line_start:  # skip the rest of a line of a refused message
                 eol = block.find(b"\r\n")
                 if eol < 0:
-                    carry = block[-1:] if block.endswith(b"\r") else b""
+                    carry = _trailing_cr(block)
                     continue
                 block, at_line_start = block[eol + 2:], True
             end, dotted = _find_end(block)
@@ -642,13 +660,10 @@ class RelaySession(SMTP):
             cut = block.rfind(b"\r\n") + 2  # 1 if there is no line end
             if cut > 1:
                 data.lines(block[:cut], dotted)
-                carry = block[cut:]
-            else:
-                carry = block
-            if len(carry) - carry.endswith(b"\r") > data.line_limit:
-                data.too_long()
-                # Keep a trailing <CR>: the <LF> that ends the overlong line may be next.
-                carry, at_line_start = carry[-1:] if carry.endswith(b"\r") else b"", False
+            carry = bytearray(block[cut:] if cut > 1 else block)
+            if len(carry) > self.line_length_limit and not data.keeps(len(carry)):
+                # Keep a trailing <CR>: the <LF> that ends the line may be next.
+                carry, at_line_start = _trailing_cr(carry), False
 
     def _unread(self, rest: bytes) -> None:
         """Give back what the client sent after the final "." (pipelined commands)."""
@@ -688,6 +703,11 @@ _COMMANDS: dict[str, Callable[[RelaySession, list[Token]], Awaitable[bool]]] = {
 }
 
 
+def _trailing_cr(data: bytes | bytearray) -> bytearray:
+    """A skipped line's last <CR>, if it ends in one: the <LF> after it may end the line."""
+    return bytearray(b"\r" if data.endswith(b"\r") else b"")
+
+
 def _find_end(block: bytes) -> tuple[int, bool]:
     """Where the final "." line starts in block (which starts at a line start), or -1;
     and whether a line before it may start with a dot (dot-stuffed). One pass in C for
@@ -704,52 +724,49 @@ def _find_end(block: bytes) -> tuple[int, bool]:
     return -1, dotted
 
 
-def _lines_fit(block: bytes, limit: int) -> bool:
-    """No line of block (whole <CRLF> lines, no bare <CR> or <LF>) has more than limit
-    octets before its <CRLF>. Each step jumps to the last line end within limit + 2 octets
-    of a line start: a few C searches per kilobyte, not a split of every line."""
-    start, size = 0, len(block)
-    while size - start > limit + 2:
-        end = block.rfind(b"\n", start, start + limit + 2)
-        if end < 0:
-            return False
-        start = end + 1
-    return True
-
-
 class _DataReader:
     """What DATA has read so far, with Postfix's rules applied line by line or to blocks of
-    whole lines: size limit, overlong lines, bare <CR>/<LF>, dot-unstuffing, and the
-    header/body split where header_checks and the Received: header are applied."""
+    whole lines: size limit, bare <LF> (smtpd_forbid_bare_newline), dot-unstuffing,
+    header_size_limit, and the header/body split where header_checks and the Received:
+    header are applied. Lines may be of any length (Postfix's line_length_limit is only
+    the size of the pieces it reads); long_lines tells whether one exceeds SMTP's 998."""
 
-    def __init__(self, transaction: Transaction, size_limit: int, line_limit: int) -> None:
+    def __init__(self, transaction: Transaction, size_limit: int, header_limit: int,
+                 reject_bare_lf: bool) -> None:
         self.transaction = transaction
         self.size_limit = size_limit
-        self.line_limit = line_limit  # longest line content the SMTP stream accepts
+        self.header_limit = header_limit
+        self.reject_bare_lf = reject_bare_lf
         self.state = _Data.HEADERS
         self.header_lines: list[bytes] | None = []
         self.buffer = bytearray()
         self.size = 0
+        self.long_lines = False
+        self.truncated = 0  # headers cut at header_limit
+        self._header_size = 0  # of the header being read, with its continuation lines
+        self._cutting = False  # the rest of the current header is being discarded
 
-    def too_long(self) -> None:
-        """A line longer than line_limit: the message will be refused."""
-        if self.state in (_Data.HEADERS, _Data.BODY):
-            self.state = _Data.TOO_LONG
-            self.buffer = bytearray()
+    def keeps(self, pending: int) -> bool:
+        """Whether the message still wants a line of which pending octets have arrived;
+        False once it is refused (then the rest of the line is skipped)."""
+        if self.state in (_Data.HEADERS, _Data.BODY) and self.size + pending > self.size_limit:
+            self._refuse(_Data.TOO_MUCH)
+        return self.state in (_Data.HEADERS, _Data.BODY)
 
     def lines(self, block: bytes, dotted: bool) -> None:
-        """Whole lines (each ending in <CRLF>) of the body; dotted False when no line of
-        the block starts with a dot. The usual block, all clean, is checked and appended
-        with a few passes in C; any other goes line by line, so that the first offence
-        decides the reply exactly as when reading line by line."""
+        """Whole lines of the body, the last ending in <CRLF>; dotted False when no line of
+        the block starts with a dot. The usual block, all <CRLF> line ends, is checked and
+        appended with a few passes in C; any other goes line by line, so that the first
+        offence decides the reply exactly as when reading line by line."""
         if self.state is not _Data.BODY:
             if self.state is _Data.HEADERS:
                 self._each_line(block)
             return
-        crlf = block.count(b"\r\n")
-        if (self.size + len(block) <= self.size_limit and block.count(b"\n") == crlf
-                and block.count(b"\r") == crlf and _lines_fit(block, self.line_limit)):
+        if self.size + len(block) <= self.size_limit and (
+                block.count(b"\n") == block.count(b"\r\n")):
             self.size += len(block)
+            if not self.long_lines and not lines_fit(block):
+                self.long_lines = True
             if dotted:
                 if block[:1] == b".":
                     block = block[1:]
@@ -759,26 +776,27 @@ class _DataReader:
         self._each_line(block)
 
     def _each_line(self, block: bytes) -> None:
-        for piece in block.split(b"\r\n")[:-1]:
-            if len(piece) > self.line_limit:
-                self.too_long()
-            else:
-                self.line(piece + b"\r\n")
+        start = 0
+        while start < len(block):
+            end = block.index(b"\n", start) + 1
+            self.line(block[start:end])
+            start = end
 
     def line(self, line: bytes) -> None:
-        """One line, ending in <CRLF>, not the final "."."""
+        """One line, ending in <LF> (<CRLF>, or a bare <LF>), not the final "."."""
         self.size += len(line)
         if self.state not in (_Data.HEADERS, _Data.BODY):
             return
         if self.size > self.size_limit:
-            self.state = _Data.TOO_MUCH
-            self.buffer = bytearray()
+            self._refuse(_Data.TOO_MUCH)
             return
-        end = len(line)
-        if line.find(b"\n") != end - 1 or line.find(b"\r") != end - 2:
-            self.state = _Data.BARE_NEWLINE
-            self.buffer = bytearray()
-            return
+        if line[-2:-1] != b"\r":
+            if self.reject_bare_lf:
+                self._refuse(_Data.BARE_NEWLINE)
+                return
+            line = line[:-1] + b"\r\n"  # normalize, as Postfix 3.9 does by default
+        if len(line) > MAX_LINE + 2:
+            self.long_lines = True
         if line[:1] == b".":
             line = line[1:]
         if self.state is _Data.BODY:
@@ -786,15 +804,41 @@ class _DataReader:
             return
         header_lines = self.header_lines
         assert header_lines is not None
+        continued = line[:1] in (b" ", b"\t") and bool(header_lines)
         if line == b"\r\n":
             self.buffer = self.transaction.start_body(header_lines, separator=line)
             self.header_lines = None
             self.state = _Data.BODY
-        elif is_header_start(line) or (line[:1] in (b" ", b"\t") and header_lines):
-            header_lines.append(line)
+        elif is_header_start(line) or continued:
+            if b"\r" in line[:-2]:
+                self._refuse(_Data.BARE_CR)
+            else:
+                self._header_line(line, continued)
         else:
             # A body line with no empty line before it: Postfix adds the separator.
             self.buffer = self.transaction.start_body(header_lines, separator=b"\r\n")
             self.buffer += line
             self.header_lines = None
             self.state = _Data.BODY
+
+    def _header_line(self, line: bytes, continued: bool) -> None:
+        """A header line, or what header_size_limit leaves of it (Postfix's cleanup keeps
+        the start of a longer header and discards the excess)."""
+        assert self.header_lines is not None
+        if not continued:
+            self._header_size, self._cutting = 0, False
+        if self._cutting:
+            return
+        room = self.header_limit - self._header_size
+        self._header_size += len(line) - 2
+        if len(line) - 2 > room:
+            self._cutting = True
+            self.truncated += 1
+            line = line[:room] + b"\r\n"
+            if not line.strip():
+                return
+        self.header_lines.append(line)
+
+    def _refuse(self, state: _Data) -> None:
+        self.state = state
+        self.buffer = bytearray()

@@ -98,6 +98,11 @@ class Config:
         values.parse_int, "1000",
         "Most recipients accepted in one message (at most 1000, so that the envelope fits "
         "one SQS message).", LIMITS)
+    header_size_limit: int = _param(
+        values.parse_int, "102400",
+        "Longest header in bytes (with its continuation lines); the excess is discarded "
+        "and logged, as Postfix's cleanup does. Header lines over 998 octets are folded "
+        "before sending.", LIMITS)
     soft_bounce: bool = _param(values.parse_bool, "no",
                                "Turn 5xx rejections into 4xx, and defer instead of bouncing.",
                                LIMITS)
@@ -136,6 +141,23 @@ class Config:
         tables.parse_network_list, "",
         "Clients exempt from smtpd_client_connection_count_limit. Unlike Postfix, not "
         "$mynetworks by default: here every client is in mynetworks.", SESSION)
+
+    smtpd_helo_required: bool = _param(
+        values.parse_bool, "no",
+        "Require HELO or EHLO before MAIL FROM (503 5.5.1 Error: send HELO/EHLO first).",
+        SESSION)
+    smtpd_forbid_bare_newline: str = _param(
+        values.choice_parser("normalize", "yes", "reject", "no"), "normalize",
+        "Lines ending in a bare <LF>: normalize (or yes) takes them as <CR><LF>; reject "
+        "refuses the message (smtpd_forbid_bare_newline_reject_code); no is normalize here. "
+        "DATA ends only at <CR><LF>.<CR><LF>, in every mode (Postfix 3.9's default).",
+        SESSION)
+    smtpd_forbid_bare_newline_exclusions: tables.NetworkList = _param(
+        tables.parse_network_list, "$mynetworks",
+        "Clients that smtpd_forbid_bare_newline = reject does not apply to.", SESSION)
+    smtpd_forbid_bare_newline_reject_code: int = _param(
+        values.parse_reply_code, "550",
+        "Reply code for a bare <LF> under smtpd_forbid_bare_newline = reject.", SESSION)
 
     # Load balancer (PROXY protocol)
     smtpd_upstream_proxy_protocol: str = _param(

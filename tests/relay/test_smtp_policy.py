@@ -225,16 +225,59 @@ def raw_session(relay: RunningRelay, data: bytes) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.parametrize("smuggled", [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n"])
-def test_bare_newlines_in_data_are_rejected_not_passed_on(start_relay, spool_account,
-                                                          smuggled: bytes) -> None:
-    relay = start_relay()
+SMUGGLING = [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r\r\n"]
+
+
+def smuggling_attempt(relay: RunningRelay, smuggled: bytes) -> list[bytes]:
+    """A message with a fake end of DATA and a command after it; the reply lines."""
     answer = raw_session(relay, (
         b"EHLO client.example.org\r\nMAIL FROM:<app@example.com>\r\n"
         b"RCPT TO:<a@example.org>\r\nDATA\r\n"
         b"Subject: smuggle\r\n\r\nfirst" + smuggled + b"MAIL FROM:<evil@example.org>\r\n"
         b".\r\n"))
-    assert b"521 5.5.2 relay.example.net Error: bare <CR> or <LF> received" in answer
+    return [line for line in answer.split(b"\r\n") if line[3:4] == b" "]
+
+
+@pytest.mark.parametrize("smuggled", SMUGGLING)
+def test_only_crlf_dot_crlf_ends_data(start_relay, spool_account, smuggled: bytes) -> None:
+    # smtpd_forbid_bare_newline = normalize (Postfix 3.9's default): a bare <LF> is a
+    # line end, but the message ends only at <CR><LF>.<CR><LF>; what follows a fake end
+    # is content, never a command.
+    replies_seen = smuggling_attempt(start_relay(), smuggled)
+    assert [line[:3] for line in replies_seen] == [b"220", b"250", b"250", b"250", b"354",
+                                                   b"250"]
+    [spooled] = spool_account.queued()
+    assert spooled.envelope.mail_from == "app@example.com"
+    assert b"MAIL FROM:<evil@example.org>\r\n" in spooled.raw
+
+
+@pytest.mark.parametrize("smuggled", SMUGGLING)
+def test_bare_lf_refused_under_reject(start_relay, spool_account, smuggled: bytes) -> None:
+    relay = start_relay(smtpd_forbid_bare_newline="reject",
+                        smtpd_forbid_bare_newline_exclusions="")
+    replies_seen = smuggling_attempt(relay, smuggled)
+    if b"\n" in smuggled.replace(b"\r\n", b""):
+        assert replies_seen[-1] == b"550 5.5.2 relay.example.net Error: bare <LF> received"
+        assert spool_account.queued() == []
+    else:  # a bare <CR> is content, as in Postfix
+        assert replies_seen[-1].startswith(b"250 2.0.0 Ok: queued as")
+        assert len(spool_account.queued()) == 1
+
+
+def test_reject_spares_the_excluded_clients(start_relay, spool_account) -> None:
+    relay = start_relay(smtpd_forbid_bare_newline="reject")  # exclusions: $mynetworks
+    replies_seen = smuggling_attempt(relay, b"\n.\n")
+    assert replies_seen[-1].startswith(b"250 2.0.0 Ok: queued as")
+
+
+def test_bare_cr_in_a_header_is_refused_at_data(start_relay, spool_account) -> None:
+    answer = raw_session(start_relay(), (
+        b"EHLO client.example.org\r\nMAIL FROM:<app@example.com>\r\n"
+        b"RCPT TO:<a@example.org>\r\nDATA\r\n"
+        b"Subject: one\rBcc: evil@example.org\r\n\r\nbody\r\n.\r\nQUIT\r\n"))
+    assert (b"550 5.6.0 relay.example.net Error: bare <CR> received in a message header"
+            in answer)
+    assert answer.endswith(b"221 2.0.0 Bye\r\n")
     assert spool_account.queued() == []
 
 
@@ -249,16 +292,6 @@ def test_pipelined_session_gets_every_reply(start_relay, spool_account) -> None:
     assert len(spool_account.queued()) == 1
 
 
-def test_overlong_line_is_refused(start_relay, spool_account) -> None:
-    relay = start_relay()
-    with smtp(relay) as client:
-        client.mail("app@example.com")
-        client.rcpt("a@example.org")
-        code, text = client.data(b"Subject: long\r\n\r\n" + b"y" * 5000 + b"\r\nend\r\n")
-    assert code == 500 and b"line too long" in text
-    assert spool_account.queued() == []
-
-
 def test_metrics_count_accepted_and_rejected(start_relay) -> None:
     relay = start_relay(**UNTRUSTED)
     rcpt(relay, "user@example.org")
@@ -266,3 +299,23 @@ def test_metrics_count_accepted_and_rejected(start_relay) -> None:
         client.sendmail("app@example.com", ["user@example.com"], MESSAGE)
     assert relay.metrics["Rejected"] == 1
     assert relay.metrics["Accepted"] == 1
+
+
+def test_mail_without_helo_is_accepted_by_default(start_relay, spool_account) -> None:
+    # Postfix's smtpd_helo_required = no: curl and many scripts send MAIL at once.
+    answer = raw_session(start_relay(), (
+        b"MAIL FROM:<app@example.com>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n"
+        b"Subject: no helo\r\n\r\nbody\r\n.\r\nQUIT\r\n"))
+    assert b"250 2.0.0 Ok: queued as" in answer
+    [spooled] = spool_account.queued()
+    assert spooled.raw.startswith(b"Received: from unknown (unknown [127.0.0.1])\r\n")
+    assert spooled.envelope.client_helo == ""
+
+
+def test_smtpd_helo_required_refuses_mail_before_helo(start_relay, spool_account) -> None:
+    answer = raw_session(start_relay(smtpd_helo_required="yes"), (
+        b"MAIL FROM:<app@example.com>\r\nHELO client.example.org\r\n"
+        b"MAIL FROM:<app@example.com>\r\nQUIT\r\n"))
+    codes = [line[:3] for line in answer.split(b"\r\n") if line[3:4] == b" "]
+    assert codes == [b"220", b"503", b"250", b"250", b"221"]
+    assert b"503 5.5.1 Error: send HELO/EHLO first" in answer
