@@ -199,10 +199,7 @@ def send(port: int, sender: str, recipients: list[str], message: bytes) -> Deliv
         for recipient in recipients:
             got.rcpt_replies.append(client.rcpt(recipient)[0])
         if 250 in got.rcpt_replies:
-            try:
-                got.data_reply = client.data(message)[0]
-            except smtplib.SMTPDataError as exc:
-                got.data_reply = exc.smtp_code
+            got.data_reply = client.data(message)[0]
     return got
 
 
