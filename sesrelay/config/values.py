@@ -201,8 +201,7 @@ def parse_local_header_rewrite_clients(value: str, where: str) -> tuple[str, ...
             raise ConfigError(
                 f"local_header_rewrite_clients {item!r} is not supported: sesrelay does not "
                 "rewrite header addresses (only the envelope, as Postfix does for remote "
-                "clients); remove it, or rewrite From: with header_checks and "
-                "smtp_header_checks", where)
+                "clients); remove it", where)
     return items
 
 
