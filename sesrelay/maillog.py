@@ -51,9 +51,12 @@ def seconds(value: float) -> str:
 
 def delivery(queue_id: str, recipient: str, *, relay: str, delay: float,
              delays: tuple[float, float, float, float], dsn: str, status: str,
-             text: str) -> str:
-    """The smtp line for one recipient: status is sent, deferred or bounced."""
-    return (f"{queue_id}: to=<{printable(recipient)}>, relay={relay}, "
+             text: str, original: str = "") -> str:
+    """The smtp line for one recipient: status is sent, deferred or bounced; original is
+    the recipient as received, named (orig_to=) when rewriting changed it."""
+    orig_to = (f"orig_to=<{printable(original)}>, "
+               if original and original != recipient else "")
+    return (f"{queue_id}: to=<{printable(recipient)}>, {orig_to}relay={relay}, "
             f"delay={seconds(delay)}, delays={'/'.join(seconds(d) for d in delays)}, "
             f"dsn={dsn}, status={status} ({printable(text)})")
 
@@ -71,6 +74,13 @@ def client(queue_id: str, address: str) -> str:
 def queued(queue_id: str, sender: str, size: int, nrcpt: int) -> str:
     """The qmgr line with the envelope sender, size and recipient count."""
     return f"{queue_id}: from=<{printable(sender)}>, size={size}, nrcpt={nrcpt} (queue active)"
+
+
+def rewritten(queue_id: str, field: str, original: str, new: tuple[str, ...]) -> str:
+    """The cleanup line when address rewriting changed the sender (field "from") or a
+    recipient ("to"): what was received and what the message goes to."""
+    targets = ", ".join(f"<{printable(address)}>" for address in new)
+    return f"{queue_id}: {field}=<{printable(original)}> rewritten to {targets}"
 
 
 def bounce_notice(queue_id: str, dsn_id: str) -> str:

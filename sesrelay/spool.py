@@ -7,6 +7,12 @@ a larger message is first written to S3 under ``object_key()`` and the envelope 
 it (AWS's "extended client" pattern). Most messages are therefore committed by a single
 SendMessage. The worker reads either form. This module is the only definition of that
 contract: key layout, object metadata, the envelope schema and its versions.
+
+Address rewriting (canonical, masquerade, virtual aliases) happens in the relay before
+the envelope is written: ``mail_from`` and ``rcpt_to`` are the addresses to send to, and
+``orig_mail_from`` / ``orig_rcpt_to`` keep what the client sent when rewriting changed
+anything (Postfix's orig_to). Both are optional, within version 2: a worker that does not
+know them ignores them, and an envelope without them means nothing was rewritten.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ READABLE_VERSIONS = (1, 2)
 # SQS's classic message size limit. SQS now takes up to 1 MiB, but a batch of ten such
 # messages would not fit the 6 MB payload of one Lambda invocation.
 INLINE_LIMIT = 256 * 1024
+# An envelope must fit one SQS message even with its message in S3: this is the cap on
+# the recipients (and their originals) after virtual alias expansion.
+ENVELOPE_LIMIT = INLINE_LIMIT
 # RFC 5321 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS_LENGTH = 254
 KEY_PREFIX = "spool/"
@@ -85,6 +94,10 @@ class Envelope:
     received_at: str  # ISO 8601, UTC
     version: int = field(default=CONTRACT_VERSION)
     body: str = field(default="", repr=False)  # the message, base64; "" when in S3
+    # What the client sent, when address rewriting changed it: the sender (None: not
+    # rewritten) and, for each rcpt_to entry, its original recipient (empty: none was).
+    orig_mail_from: str | None = None
+    orig_rcpt_to: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """The SQS message body."""
@@ -92,7 +105,18 @@ class Envelope:
         data["rcpt_to"] = list(self.rcpt_to)
         if self.version == 1:
             del data["body"]
+        for name in ("orig_mail_from", "orig_rcpt_to"):
+            if data[name] is None or data[name] == ():
+                del data[name]
+        if self.orig_rcpt_to:
+            data["orig_rcpt_to"] = list(self.orig_rcpt_to)
         return json.dumps(data, separators=(",", ":"))
+
+    def original_recipient(self, recipient: str) -> str:
+        """What the client sent for recipient (recipient itself when not rewritten)."""
+        if self.orig_rcpt_to and recipient in self.rcpt_to:
+            return self.orig_rcpt_to[self.rcpt_to.index(recipient)]
+        return recipient
 
     @property
     def inline(self) -> bool:
@@ -151,8 +175,18 @@ class Envelope:
                 raise ContractError("envelope body is not base64") from None
         elif not (data["bucket"] and data["key"]):
             raise ContractError("envelope has neither an inline body nor an S3 bucket and key")
+        orig_mail_from = data.get("orig_mail_from")
+        if orig_mail_from is not None and not isinstance(orig_mail_from, str):
+            raise ContractError("envelope field 'orig_mail_from' is not a str")
+        orig_rcpt_to = data.get("orig_rcpt_to", [])
+        if not isinstance(orig_rcpt_to, list) or not all(
+                isinstance(r, str) and r for r in orig_rcpt_to) or (
+                orig_rcpt_to and len(orig_rcpt_to) != len(data["rcpt_to"])):
+            raise ContractError("envelope orig_rcpt_to must list one original address for "
+                                "each rcpt_to entry")
         return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
-                      "version": version, "body": body})
+                      "version": version, "body": body, "orig_mail_from": orig_mail_from,
+                      "orig_rcpt_to": tuple(orig_rcpt_to)})
 
 
 def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket: str,
@@ -161,7 +195,8 @@ def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket
     else naming bucket and key (where the caller must store the message first).
 
     fields holds the other Envelope fields (queue_id, mail_from, rcpt_to, size,
-    client_address, client_helo, received_at)."""
+    client_address, client_helo, received_at, and orig_mail_from / orig_rcpt_to when
+    addresses were rewritten)."""
     # base64 is 4/3 of the message; the rest of an envelope is rarely over a few KB.
     if len(message) * 4 // 3 < INLINE_LIMIT:
         inline = Envelope(**fields, bucket="", key="",  # type: ignore[arg-type]
@@ -171,3 +206,10 @@ def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket
             return inline, body
     stored = Envelope(**fields, bucket=bucket, key=key)  # type: ignore[arg-type]
     return stored, stored.to_json()
+
+
+def envelope_fits(fields: dict[str, object], bucket: str, key: str) -> bool:
+    """True when the envelope, with its message in S3, fits one SQS message
+    (ENVELOPE_LIMIT): the relay's cap on recipients after address expansion."""
+    envelope = Envelope(**fields, bucket=bucket, key=key)  # type: ignore[arg-type]
+    return len(envelope.to_json()) <= ENVELOPE_LIMIT

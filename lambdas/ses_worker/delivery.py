@@ -251,7 +251,7 @@ class Deliverer:
                 return
         for result in results:
             if result.status is Status.SENT and not result.logged and result.timing:
-                self.report.statuses(envelope.queue_id, result.recipients, result.timing,
+                self.report.statuses(envelope, result.recipients, result.timing,
                                      "2.0.0", "sent", _sent_text(result))
         failures = [r for r in results if r.status is not Status.SENT]
         if not failures:
@@ -490,7 +490,7 @@ class Deliverer:
                   for result in failures for rcpt in result.recipients]
         timing = Timing(envelope.received, seen, utc_now(), 0.0)
         for item in failed:
-            self.report.statuses(envelope.queue_id, [item.recipient], timing, item.status,
+            self.report.statuses(envelope, [item.recipient], timing, item.status,
                                  "bounced", item.diagnostic)
         if not envelope.mail_from or self.config.soft_bounce:
             why = "the sender is <>" if not envelope.mail_from else "soft_bounce = yes"
@@ -550,7 +550,7 @@ class Deliverer:
             dsn = (result.failure.status if result.failure is not None
                    and result.failure.status.startswith("4") else
                    UNKNOWN_STATUS if result.status is Status.IN_DOUBT else "4.0.0")
-            self.report.statuses(envelope.queue_id, result.recipients, result.timing or timing,
+            self.report.statuses(envelope, result.recipients, result.timing or timing,
                                  dsn, "deferred", result.reason)
         self.report.deferred(
             envelope, reason=reason, delay=delay, receive_count=receive_count,

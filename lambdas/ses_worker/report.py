@@ -73,16 +73,18 @@ class Report:
         getattr(logger, level)(text, extra={"maillog": text, "maillog_program": program,
                                             **extra})
 
-    def statuses(self, queue_id: str, recipients: Iterable[str], timing: Timing, dsn: str,
-                 status: str, text: str) -> None:
-        """Postfix's per-recipient delivery lines: status is sent, deferred or bounced."""
+    def statuses(self, envelope: Envelope, recipients: Iterable[str], timing: Timing,
+                 dsn: str, status: str, text: str) -> None:
+        """Postfix's per-recipient delivery lines: status is sent, deferred or bounced;
+        orig_to= names what the client sent when address rewriting changed it."""
         delay, delays = timing.delays(utc_now())
         level = "info" if status == "sent" else "warning"
         for recipient in recipients:
             self.line(maillog.SMTP, maillog.delivery(
-                queue_id, recipient, relay=self.relay, delay=delay, delays=delays, dsn=dsn,
-                status=status, text=text), level, recipient=recipient, status=status,
-                reason=text, dsn=dsn)
+                envelope.queue_id, recipient, relay=self.relay, delay=delay, delays=delays,
+                dsn=dsn, status=status, text=text,
+                original=envelope.original_recipient(recipient)),
+                level, recipient=recipient, status=status, reason=text, dsn=dsn)
 
     # --- trail --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ is testable without a socket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sesrelay.config import Config
@@ -61,17 +62,30 @@ def _relay_denied(config: Config, recipient: Recipient) -> str:
     return f"{config.relay_domains_reject_code} 5.7.1 <{recipient.written}>: Relay access denied"
 
 
-def _unknown_user(config: Config, recipient: Recipient) -> str | None:
+# Whether a recipient table (canonical, recipient_canonical, virtual alias maps) has an
+# entry for an address: such a recipient counts as known (cleanup.Cleanup.knows).
+Rewrites = Callable[[str], bool]
+
+
+def _unknown_user(config: Config, recipient: Recipient, rewrites: Rewrites) -> str | None:
+    """smtpd_check.c check_rcpt_maps(): a recipient in virtual_alias_domains must be in a
+    recipient table; one in relay_domains must be in relay_recipient_maps or one of them."""
+    if config.virtual_alias_domains.matches(recipient.domain):
+        if rewrites(recipient.address):
+            return None
+        return (f"{config.unknown_virtual_alias_reject_code} 5.1.1 <{recipient.written}>: "
+                "Recipient address rejected: User unknown in virtual alias table")
     if not config.relay_recipient_maps or not config.relay_domains.matches(recipient.domain):
         return None
-    if config.relay_recipient_maps.knows(recipient.address, config.recipient_delimiter):
+    if (config.relay_recipient_maps.knows(recipient.address, config.recipient_delimiter)
+            or rewrites(recipient.address)):
         return None
     return (f"{config.unknown_relay_recipient_reject_code} 5.1.1 <{recipient.written}>: "
             "Recipient address rejected: User unknown in relay recipient table")
 
 
 def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str,
-              recipient: Recipient) -> str | None:
+              recipient: Recipient, rewrites: Rewrites) -> str | None:
     """Run one restriction list. None means permitted (or no decision); else a reply."""
     for restriction in restrictions:
         if restriction == "permit_mynetworks":
@@ -87,7 +101,7 @@ def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str
             if not is_authorized_destination(config, recipient):
                 return f"450 4.7.1 <{recipient.written}>: Relay access denied"
         elif restriction == "reject_unlisted_recipient":
-            reply = _unknown_user(config, recipient)
+            reply = _unknown_user(config, recipient, rewrites)
             if reply:
                 return reply
         elif restriction == "permit":
@@ -102,16 +116,17 @@ def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str
     return None
 
 
-def check_recipient(config: Config, client_address: str, recipient: Recipient) -> str | None:
+def check_recipient(config: Config, client_address: str, recipient: Recipient,
+                    rewrites: Rewrites) -> str | None:
     """The RCPT TO decision: None to accept, or the reply that rejects (soft_bounce applied).
 
     As in Postfix: smtpd_relay_restrictions, then smtpd_recipient_restrictions, then the
-    implicit reject_unlisted_recipient for relay_recipient_maps (smtpd_reject_unlisted_
-    recipient = yes), which applies to trusted clients too.
+    implicit reject_unlisted_recipient for virtual_alias_domains and relay_recipient_maps
+    (smtpd_reject_unlisted_recipient = yes), which applies to trusted clients too.
     """
     for restrictions in (config.smtpd_relay_restrictions, config.smtpd_recipient_restrictions):
-        reply = _evaluate(config, restrictions, client_address, recipient)
+        reply = _evaluate(config, restrictions, client_address, recipient, rewrites)
         if reply:
             return replies.soften(reply, config.soft_bounce)
-    reply = _unknown_user(config, recipient)
+    reply = _unknown_user(config, recipient, rewrites)
     return replies.soften(reply, config.soft_bounce) if reply else None

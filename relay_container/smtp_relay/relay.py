@@ -19,8 +19,15 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sesrelay import maillog, telemetry
 from sesrelay.config import Config
-from sesrelay.spool import MAX_ADDRESS_LENGTH, new_queue_id, object_key, utc_now
+from sesrelay.spool import MAX_ADDRESS_LENGTH, envelope_fits, new_queue_id, object_key, utc_now
 from smtp_relay import replies
+from smtp_relay.cleanup import (
+    ALIAS_EXPANSION_ERROR,
+    UNKNOWN_ALIAS,
+    Cleanup,
+    ExpansionError,
+    Rewritten,
+)
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, received_header
 from smtp_relay.metrics import RelayMetrics
@@ -91,6 +98,7 @@ class Relay:
         self.config = config
         self.spool = spool
         self.metrics = metrics
+        self.cleanup = Cleanup(config)
         self.sessions: set[RelaySession] = set()
         self.storing: set[Session] = set()  # sessions whose message is being stored
         self.draining = False
@@ -151,7 +159,8 @@ class Relay:
         if (not recipient.domain or not recipient.local_part
                 or len(recipient.address) > MAX_ADDRESS_LENGTH):
             return replies.BAD_ADDRESS
-        reply = check_recipient(self.config, client_address(session), recipient)
+        reply = check_recipient(self.config, client_address(session), recipient,
+                                self.cleanup.knows)
         if reply:
             log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                      _client(session), reply, envelope.mail_from, address,
@@ -178,20 +187,34 @@ class Relay:
             return replies.queued(queue_id)
         envelope = transaction.envelope
         session = transaction.session
-        fields = {
+        try:
+            rewritten = self.cleanup.envelope(
+                "" if envelope.mail_from == "<>" else envelope.mail_from or "",
+                envelope.rcpt_tos)
+        except ExpansionError as exc:
+            log.warning("%s: %s -- message not accepted, try again later", queue_id, exc)
+            return ALIAS_EXPANSION_ERROR
+        if not rewritten.recipients:
+            return replies.soften(f"550 5.1.1 Error: {UNKNOWN_ALIAS}", self.config.soft_bounce)
+        fields: dict[str, object] = {
             "queue_id": queue_id,
-            "mail_from": "" if envelope.mail_from == "<>" else envelope.mail_from or "",
-            "rcpt_to": tuple(envelope.rcpt_tos),
+            "mail_from": rewritten.mail_from,
+            "rcpt_to": rewritten.rcpt_to,
             "size": len(message),
             "client_address": client_address(session),
             "client_helo": session.host_name or "",
             "received_at": transaction.received_at.isoformat(),
         }
+        if rewritten.changed:
+            fields["orig_mail_from"] = rewritten.original_mail_from
+            fields["orig_rcpt_to"] = tuple(old for old, _ in rewritten.recipients)
+        key = object_key(queue_id, transaction.received_at)
+        if not envelope_fits(fields, self.config.sesrelay_spool_bucket, key):
+            return replies.soften(replies.TOO_MANY_EXPANDED, self.config.soft_bounce)
         started = time.monotonic()
         self.storing.add(session)
         try:
-            spooled = await self.spool.store(fields, message,
-                                             object_key(queue_id, transaction.received_at))
+            spooled = await self.spool.store(fields, message, key)
         except SpoolError as exc:
             log.error("%s: not queued, client told to retry: %s", queue_id, exc)
             return replies.SPOOL_FAILED
@@ -200,6 +223,7 @@ class Relay:
         self.metrics.spool_latency((time.monotonic() - started) * 1000)
         log.info("%s", maillog.client(queue_id, client_address(session)),
                  extra={"maillog_program": maillog.SMTPD})
+        _log_rewriting(queue_id, rewritten)
         log.info("%s", maillog.queued(queue_id, spooled.mail_from, spooled.size,
                                       len(spooled.rcpt_to)),
                  extra={"maillog_program": maillog.QMGR})
@@ -216,3 +240,23 @@ class Relay:
                  len(transaction.envelope.rcpt_tos))
 
 
+
+
+def _log_rewriting(queue_id: str, rewritten: Rewritten) -> None:
+    """cleanup's part of the log: each address that rewriting changed, with its original."""
+    if rewritten.mail_from != rewritten.original_mail_from:
+        log.info("%s", maillog.rewritten(queue_id, "from", rewritten.original_mail_from,
+                                         (rewritten.mail_from,)),
+                 extra={"maillog_program": maillog.CLEANUP})
+    targets: dict[str, list[str]] = {}
+    for old, new in rewritten.recipients:
+        targets.setdefault(old, []).append(new)
+    for old, new in targets.items():
+        if new != [old]:
+            log.info("%s", maillog.rewritten(queue_id, "to", old, tuple(new)),
+                     extra={"maillog_program": maillog.CLEANUP})
+    for old, new in rewritten.unknown:
+        log.info("%s", maillog.delivery(queue_id, new, relay="none", delay=0,
+                                        delays=(0, 0, 0, 0), dsn="5.1.1", status="bounced",
+                                        text=UNKNOWN_ALIAS, original=old),
+                 extra={"maillog_program": maillog.CLEANUP})

@@ -36,6 +36,9 @@ BAD_SYNTAX = "500 5.5.2 Error: bad syntax"  # smtpd_proto()
 BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"  # smtpd_proto()
 NON_SMTP_COMMAND = "221 2.7.0 Error: I can break rules, too. Goodbye."  # smtpd_proto()
 CONTENT_REJECTED = "Message content rejected"
+# sesrelay's own: after virtual alias expansion the envelope must still fit one SQS
+# message (sesrelay.spool.ENVELOPE_LIMIT). X.5.3 is RFC 3463's "too many recipients".
+TOO_MANY_EXPANDED = "552 5.5.3 Error: too many recipients after address expansion"
 
 
 def queued(queue_id: str) -> str:

@@ -1,4 +1,8 @@
-"""Why a Postfix parameter that sesrelay does not use is ignored, in one line."""
+"""How sesrelay treats each Postfix parameter it does not implement: refused (an error
+naming the file and line when set to anything that turns it on), or ignored with a
+one-line reason. docs/PARAMETERS.md lists every Postfix parameter name with its class
+(``classify``); tests/config/test_classification.py checks that table against this module.
+"""
 
 from __future__ import annotations
 
@@ -13,31 +17,72 @@ _REASONS: tuple[tuple[str, str], ...] = (
      r"meta_directory|shlib_directory|config_directory|process_.*|import_environment|"
      r"export_environment|syslog_.*|maillog_file.*",
      "describes a Postfix installation; sesrelay runs as a container"),
-    (r"relayhost|smtp_.*|lmtp_.*|default_transport|relay_transport|transport_maps|"
-     r"sender_dependent_.*|fallback_relay|fallback_transport|smtp_fallback_relay",
+    (r"relayhost|smtp_.*|lmtp_.*|default_transport|relay_transport|fallback_relay|"
+     r"fallback_transport|smtp_fallback_relay",
      "outbound delivery is SES's SendEmail API, not an SMTP client"),
     (r"local_.*|alias_.*|mailbox_.*|home_mailbox|luser_relay|forward_path|"
      r"allow_mail_to_.*|mail_spool_directory|unknown_local_recipient_reject_code|"
-     r"biff|propagate_unmatched_extensions|prepend_delivered_header|command_.*",
+     r"biff|prepend_delivered_header|command_.*",
      "there is no local delivery"),
-    (r"virtual_.*", "there are no virtual mailboxes; use relay_domains"),
+    (r"virtual_.*", "there is no virtual mailbox delivery (virtual(8))"),
     (r"debug_peer_.*|debugger_command", "Postfix debugging hook; sesrelay logs to stdout"),
     (r"mynetworks_style",
      "sesrelay never derives trust from interfaces: mynetworks is explicit "
      "(default 127.0.0.0/8 [::1]/128)"),
-    (r"proxy_interfaces", "the NLB forwards the client address with PROXY protocol"),
     (r"in_flow_delay|qmgr_.*|.*_destination_.*|default_process_limit|.*_process_limit|"
      r"initial_destination_concurrency|.*_concurrency_.*|.*_rate_delay",
      "delivery pace is set by ses_max_send_rate and Lambda concurrency"),
-    (r"smtpd_tls_.*|smtpd_sasl_.*|smtpd_use_tls|smtpd_enforce_tls|tls_.*",
-     "the relay is reached inside the VPC through an internal NLB; TLS and SASL are "
-     "not offered"),
+    (r"tls_.*", "tuning of Postfix's TLS library, used by no part of sesrelay"),
     (r"bounce_.*|2bounce_.*|delay_.*|notify_classes|.*_notice_recipient|"
      r"double_bounce_sender|bounce_template_file",
      "bounces are sent by the worker (ses_bounce_sender)"),
     (r"fast_flush_.*|smtpd_etrn_.*", "there is no ETRN: the queue is SQS, retried by the worker"),
     (r"compatibility_level|mail_version|inet_protocols_.*", "version compatibility knob"),
 )
+
+
+# Refused: each changes what is delivered, to whom, or how safely, and sesrelay does not
+# implement it. Ignoring one would silently downgrade delivery or security.
+REFUSED: tuple[tuple[str, str], ...] = (
+    # Inbound TLS and SASL (issue 19 implements them; it flips this entry to implemented).
+    (r"smtpd_tls_.*|smtpd_sasl_.*|smtpd_use_tls|smtpd_enforce_tls|smtpd_tls_wrappermode|"
+     r"smtpd_client_auth_rate_limit|smtpd_sender_login_maps|tls_server_sni_maps|"
+     r"smtpd_client_new_tls_session_rate_limit|smtpd_starttls_timeout",
+     "ignoring it would take mail in clear text or without authentication (inbound TLS "
+     "and SASL are not implemented yet)"),
+    # Delivery routing and copies.
+    (r"transport_maps|relocated_maps|sender_dependent_relayhost_maps|"
+     r"sender_dependent_default_transport_maps|smtp_generic_maps|always_bcc|"
+     r"sender_bcc_maps|recipient_bcc_maps|virtual_mailbox_domains|virtual_mailbox_maps|"
+     r"receive_override_options|always_add_missing_headers",
+     "ignoring it would change what is delivered, where or to whom"),
+    # Content checks at delivery (smtp_header_checks is not implemented yet either).
+    (r"smtp_header_checks|smtp_mime_header_checks|smtp_nested_header_checks|"
+     r"smtp_body_checks",
+     "ignoring it would send mail to SES without the outbound rewriting it asks for"),
+    # Restrictions and filters that only ever reject or divert mail.
+    (r"smtpd_client_restrictions|smtpd_helo_restrictions|smtpd_sender_restrictions|"
+     r"smtpd_data_restrictions|smtpd_end_of_data_restrictions|body_checks|"
+     r"mime_header_checks|nested_header_checks|smtpd_milters|non_smtpd_milters|"
+     r"content_filter|smtpd_proxy_filter|smtpd_milter_maps|smtpd_restriction_classes|"
+     r"smtpd_reject_unlisted_sender|smtpd_client_connection_rate_limit|"
+     r"smtpd_client_message_rate_limit|smtpd_client_recipient_rate_limit|"
+     r"permit_mx_backup_networks",
+     "ignoring it would let through mail that Postfix rejects: remove it, or express it "
+     "with smtpd_relay_restrictions, smtpd_recipient_restrictions or header_checks"),
+)
+# Values that leave a refused parameter off, so that it may stay in a main.cf.
+OFF_VALUES = frozenset({"", "no", "none", "0"})
+
+IMPLEMENTED, IGNORED, REFUSED_CLASS = "implemented", "ignored", "refused"
+
+
+def reason_refused(name: str) -> str | None:
+    """Why setting this Postfix parameter is an error, or None when it is not refused."""
+    for pattern, reason in REFUSED:
+        if re.fullmatch(pattern, name):
+            return reason
+    return None
 
 
 @cache
@@ -54,3 +99,16 @@ def reason_ignored(name: str) -> str:
         if re.fullmatch(pattern, name):
             return reason
     return "no equivalent in sesrelay"
+
+
+def classify(name: str) -> tuple[str, str]:
+    """(implemented | ignored | refused, reason) for a parameter name; implemented ones
+    are those of the configuration model (sesrelay.config.parameters)."""
+    from sesrelay.config.parameters import PARAMETERS  # parameters imports tables only
+
+    if name in PARAMETERS:
+        return IMPLEMENTED, PARAMETERS[name].doc
+    refused = reason_refused(name)
+    if refused is not None:
+        return REFUSED_CLASS, refused
+    return IGNORED, reason_ignored(name)

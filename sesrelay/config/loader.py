@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sesrelay import __version__
-from sesrelay.config.ignored import postfix_parameter_names, reason_ignored
+from sesrelay.config.ignored import (
+    OFF_VALUES,
+    postfix_parameter_names,
+    reason_ignored,
+    reason_refused,
+)
 from sesrelay.config.maincf import Assignment, ConfigError, expand, parse_main_cf
 from sesrelay.config.parameters import PARAMETERS, SES_MAX_MESSAGE_SIZE, Config
 
@@ -21,15 +26,6 @@ ENV_PREFIX = "SESRELAY_"
 ENV_CONFIG_FILE = "SESRELAY_CONFIG"
 # Variables with the prefix that are not parameters.
 _RESERVED_ENV = {ENV_CONFIG_FILE, "SESRELAY_LOG_LEVEL"}
-
-# Postfix parameters that only ever reject mail: ignoring one would make sesrelay more
-# permissive than the Postfix it replaces, so a non-empty value is an error.
-NOT_SILENTLY_IGNORED = frozenset({
-    "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
-    "smtpd_data_restrictions", "smtpd_end_of_data_restrictions", "body_checks",
-    "mime_header_checks", "nested_header_checks", "smtpd_milters", "non_smtpd_milters",
-    "content_filter", "smtpd_proxy_filter",
-})
 
 # With addresses of at most MAX_ADDRESS_LENGTH octets, this many recipients keep an envelope
 # within SQS's 256 KiB message limit.
@@ -144,13 +140,11 @@ def build_config(assignments: list[Assignment], config_directory: str = "/etc/se
     for name, info in PARAMETERS.items():
         where = settings[name].where if name in settings else f"default value of {name}"
         parsed[name] = info.parse(sources.expanded(name, where), where)
-    for name in NOT_SILENTLY_IGNORED & settings.keys():
-        if settings[name].value:
-            raise ConfigError(
-                f"{name} is not supported by sesrelay, and ignoring it would let through "
-                "mail that Postfix rejects: remove it, or express it with "
-                "smtpd_relay_restrictions, smtpd_recipient_restrictions or header_checks",
-                settings[name].where)
+    for name, assignment in settings.items():
+        refused = None if name in PARAMETERS else reason_refused(name)
+        if refused and assignment.value.lower() not in OFF_VALUES:
+            raise ConfigError(f"{name} is not supported by sesrelay, and {refused}",
+                              assignment.where)
     ignored = tuple((a, reason_ignored(a.name)) for a in settings.values()
                     if a.name not in PARAMETERS)
     config = Config(**parsed, settings=settings, ignored=ignored,

@@ -27,9 +27,12 @@ def _domains(subdomains: bool) -> Callable[[str, str], tables.DomainList]:
     return functools.partial(tables.parse_domain_list, subdomains=subdomains)
 
 
-IDENTITY, RELAY, LIMITS, SESSION, PROXY, QUEUE, SES, SPOOL = (
-    "Identity and listener", "Relay rules", "Limits and replies", "SMTP sessions",
-    "Load balancer (PROXY protocol)", "Queue and retries", "Amazon SES", "Spool")
+IDENTITY, RELAY, REWRITE, LIMITS, SESSION, PROXY, QUEUE, SES, SPOOL = (
+    "Identity and listener", "Relay rules", "Address rewriting", "Limits and replies",
+    "SMTP sessions", "Load balancer (PROXY protocol)", "Queue and retries", "Amazon SES",
+    "Spool")
+ADDRESS_CLASSES = ("envelope_sender", "envelope_recipient", "header_sender",
+                   "header_recipient")
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,84 @@ class Config:
     smtpd_recipient_restrictions: tuple[str, ...] = _param(
         values.parse_restrictions, "",
         "Further recipient restrictions, evaluated after smtpd_relay_restrictions.", RELAY)
-    recipient_delimiter: str = _param(values.parse_text, "",
-                                      "Characters that start an address extension "
-                                      "(user+ext@domain) for relay_recipient_maps lookups.",
-                                      RELAY)
     header_checks: tables.RegexpTable = _param(
         tables.parse_regexp_tables, "",
         "regexp:/pcre: tables applied to each message header: REJECT, IGNORE, WARN, "
         "PREPEND, REPLACE, DISCARD, INFO, DUNNO, OK.", RELAY)
+
+    # Address rewriting (Postfix's cleanup, once, before the spool; see cleanup.py)
+    recipient_delimiter: str = _param(
+        values.parse_text, "",
+        "Characters that start an address extension (user+ext@domain), for table lookups.",
+        REWRITE)
+    propagate_unmatched_extensions: tuple[str, ...] = _param(
+        values.words_parser("canonical", "virtual", "alias", "forward", "include",
+                            "generic"), "canonical, virtual",
+        "Where an extension that a lookup did not match is carried over to the result "
+        "(canonical, virtual; the others name local delivery and have no effect).", REWRITE)
+    append_at_myorigin: bool = _param(values.parse_bool, "yes",
+                                      "Append @$myorigin to envelope addresses without a "
+                                      "domain.", REWRITE)
+    append_dot_mydomain: bool = _param(values.parse_bool, "no",
+                                       "Append .$mydomain to envelope domains without a dot.",
+                                       REWRITE)
+    proxy_interfaces: tuple[str, ...] = _param(
+        values.parse_words, "",
+        "Addresses the relay is reached at through a proxy: user@[address] there is local "
+        "for the bare user lookups of canonical and virtual maps.", REWRITE)
+    canonical_maps: tables.AddressMaps = _param(
+        tables.parse_address_maps, "",
+        "Address maps for senders and recipients (canonical(5)).", REWRITE)
+    sender_canonical_maps: tables.AddressMaps = _param(
+        tables.parse_address_maps, "", "Address maps for senders, before canonical_maps.",
+        REWRITE)
+    recipient_canonical_maps: tables.AddressMaps = _param(
+        tables.parse_address_maps, "",
+        "Address maps for recipients, before canonical_maps.", REWRITE)
+    canonical_classes: tuple[str, ...] = _param(
+        values.words_parser(*ADDRESS_CLASSES),
+        "envelope_sender, envelope_recipient, header_sender, header_recipient",
+        "Addresses canonical_maps applies to.", REWRITE)
+    sender_canonical_classes: tuple[str, ...] = _param(
+        values.words_parser(*ADDRESS_CLASSES), "envelope_sender, header_sender",
+        "Addresses sender_canonical_maps applies to.", REWRITE)
+    recipient_canonical_classes: tuple[str, ...] = _param(
+        values.words_parser(*ADDRESS_CLASSES), "envelope_recipient, header_recipient",
+        "Addresses recipient_canonical_maps applies to.", REWRITE)
+    masquerade_domains: tuple[str, ...] = _param(
+        values.parse_words, "",
+        "Domains whose subdomains are hidden: user@host.example.com becomes "
+        "user@example.com; !domain excludes.", REWRITE)
+    masquerade_exceptions: tuple[str, ...] = _param(
+        values.parse_words, "", "Local parts never masqueraded (such as root).", REWRITE)
+    masquerade_classes: tuple[str, ...] = _param(
+        values.words_parser(*ADDRESS_CLASSES),
+        "envelope_sender, header_sender, header_recipient",
+        "Addresses masquerade_domains applies to.", REWRITE)
+    virtual_alias_maps: tables.AddressMaps = _param(
+        tables.parse_address_maps, "",
+        "Aliases: one recipient to one or more addresses, recursively (virtual(5)).", REWRITE)
+    virtual_alias_domains: tables.DomainList = _param(
+        tables.parse_alias_domains, "$virtual_alias_maps",
+        "Domains whose every address must be a virtual alias: they are accepted from any "
+        "client, and an unknown recipient there is rejected at RCPT.", REWRITE)
+    virtual_alias_expansion_limit: int = _param(
+        values.parse_int, "1000",
+        "Most addresses one original recipient may expand to; more defers the message.",
+        REWRITE)
+    virtual_alias_recursion_limit: int = _param(
+        values.parse_int, "1000", "Deepest nesting of virtual alias expansion.", REWRITE)
+    unknown_virtual_alias_reject_code: int = _param(
+        values.parse_reply_code, "550",
+        "Reply code for unknown recipients in virtual_alias_domains.", REWRITE)
+    local_header_rewrite_clients: tuple[str, ...] = _param(
+        values.parse_local_header_rewrite_clients, "permit_inet_interfaces",
+        "Clients whose header addresses are rewritten: none here (every client reaches the "
+        "relay from another host); other values are refused.", REWRITE)
+    remote_header_rewrite_domain: str = _param(
+        values.parse_remote_header_rewrite_domain, "",
+        "Must stay empty: header address rewriting for remote clients is not implemented.",
+        REWRITE)
 
     # Limits and replies
     message_size_limit: int = _param(values.parse_int, "10240000",
@@ -236,8 +309,9 @@ class Config:
 
     @property
     def authorized_destinations(self) -> tuple[tables.DomainList, ...]:
-        """Domains untrusted clients may send to: relay_domains and mydestination."""
-        return (self.relay_domains, self.mydestination)
+        """Domains untrusted clients may send to: relay_domains, mydestination and
+        virtual_alias_domains."""
+        return (self.relay_domains, self.mydestination, self.virtual_alias_domains)
 
     @property
     def reject_code_class(self) -> str:

@@ -1,9 +1,11 @@
 """Postfix lookup tables and match lists: the values behind mynetworks, relay_domains,
-relay_recipient_maps and header_checks.
+relay_recipient_maps, header_checks and the address maps (canonical_maps,
+virtual_alias_maps, ...).
 
 Supported table types: ``texthash:`` (and ``hash:``/``btree:``/``lmdb:``/``cdb:``/``dbm:``,
 read from the postmap(1) source file at the same path, since sesrelay has no Berkeley DB),
-``inline:{ ... }``, ``cidr:`` for network lists and ``regexp:``/``pcre:`` for header_checks.
+``inline:{ ... }``, ``cidr:`` for network lists and ``regexp:``/``pcre:`` for header_checks
+and address maps.
 Anything else (ldap:, mysql:, proxy:, ...) is a configuration error, never a silent miss.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sesrelay.config.maincf import ConfigError, split_list
@@ -178,6 +180,7 @@ class DomainList:
     patterns: tuple[tuple[bool, str], ...] = ()
     subdomains: bool = True
     text: str = ""
+    rules: tuple[RegexpRule, ...] = ()  # regexp:/pcre: tables, matched against the domain
 
     def matches(self, domain: str) -> bool:
         """True when domain (case-insensitive, trailing dot ignored) is in the list."""
@@ -187,7 +190,7 @@ class DomainList:
         for negated, pattern in self.patterns:
             if self._match_one(pattern, domain):
                 return not negated
-        return False
+        return any(rule.apply(domain) is not None for rule in self.rules)
 
     def _match_one(self, pattern: str, domain: str) -> bool:
         if pattern.startswith("."):
@@ -197,7 +200,7 @@ class DomainList:
         return self.subdomains and domain.endswith("." + pattern)
 
     def __bool__(self) -> bool:
-        return bool(self.patterns)
+        return bool(self.patterns or self.rules)
 
     @property
     def domains(self) -> list[str]:
@@ -228,6 +231,27 @@ def parse_domain_list(value: str, where: str, *, subdomains: bool) -> DomainList
                 raise ConfigError(f"bad domain name {name!r}", where)
             patterns.append((negated, name))
     return DomainList(tuple(patterns), subdomains, value)
+
+
+def parse_alias_domains(value: str, where: str) -> DomainList:
+    """virtual_alias_domains: like mydestination, but its default is $virtual_alias_maps,
+    whose tables name a domain when the domain itself is a key (virtual(5)'s "Postfix-style
+    virtual alias domain"): address keys (user@domain, @domain) are not domain names and
+    are skipped, and a regexp:/pcre: table is matched against the domain."""
+    patterns: list[tuple[bool, str]] = []
+    rules: list[RegexpRule] = []
+    for item in split_list(value):
+        parsed = _split_type(item)
+        if parsed is not None and parsed[0] in ("regexp", "pcre"):
+            rules.extend(RegexpRule(pattern, negated, "", result, at, conditions)
+                         for at, pattern, negated, result, conditions
+                         in _regexp_rules(Path(parsed[1]), where))
+        elif parsed is not None:
+            patterns.extend((False, key.rstrip(".")) for key in read_key_values(item, where)
+                            if "@" not in key)
+        else:
+            patterns.extend(parse_domain_list(item, where, subdomains=False).patterns)
+    return DomainList(tuple(patterns), False, value, tuple(rules))
 
 
 # --- recipient tables (relay_recipient_maps) -------------------------------------------
@@ -353,39 +377,130 @@ def _parse_pattern(text: str, where: str) -> tuple[re.Pattern[str], bool, str]:
     return compiled, negated, text[end + 1 + len(flag_text):].strip()
 
 
-def parse_regexp_tables(value: str, where: str) -> RegexpTable:
-    """Load header_checks: one or more regexp:/pcre: table files, rules in file order."""
-    rules: list[RegexpRule] = []
+_Conditions = tuple[tuple[re.Pattern[str], bool], ...]
+
+
+def _regexp_rules(path: Path, where: str
+                  ) -> Iterator[tuple[str, re.Pattern[str], bool, str, _Conditions]]:
+    """The rules of one regexp:/pcre: table file, IF/ENDIF resolved: (file:line, pattern,
+    negated, result text, enclosing IF conditions)."""
+    stack: list[tuple[re.Pattern[str], bool]] = []
+    for lineno, line in _table_lines(path, where):
+        at = f"{path}:{lineno}"
+        keyword = line.split(None, 1)[0].lower()
+        if keyword == "endif":
+            if not stack:
+                raise ConfigError("ENDIF without IF", at)
+            stack.pop()
+            continue
+        if keyword == "if":
+            pattern, negated, rest = _parse_pattern(line.split(None, 1)[1], at)
+            if rest:
+                raise ConfigError("text after IF pattern", at)
+            stack.append((pattern, negated))
+            continue
+        pattern, negated, result = _parse_pattern(line, at)
+        yield at, pattern, negated, result, tuple(stack)
+    if stack:
+        raise ConfigError("IF without ENDIF", str(path))
+
+
+def _regexp_path(item: str, parameter: str, where: str) -> Path:
+    parsed = _split_type(item)
+    if parsed is None or parsed[0] not in ("regexp", "pcre"):
+        raise ConfigError(f"{parameter} needs regexp: or pcre: tables, not {item!r}", where)
+    return Path(parsed[1])
+
+
+def header_checks_parser(parameter: str, actions: tuple[str, ...] = HEADER_ACTIONS):
+    """A parser for a header_checks-style parameter (header_checks, smtp_header_checks):
+    regexp:/pcre: tables whose results are one of actions (header_checks(5))."""
+
+    def parse(value: str, where: str) -> RegexpTable:
+        rules: list[RegexpRule] = []
+        for item in split_list(value):
+            for at, pattern, negated, result, conditions in _regexp_rules(
+                    _regexp_path(item, parameter, where), where):
+                action, _, text = result.partition(" ")
+                action = action.upper()
+                if action not in actions:
+                    raise ConfigError(f"{parameter} action {action or '(none)'!r} is not "
+                                      f"supported (use one of {', '.join(actions)})", at)
+                if action in ("PREPEND", "REPLACE") and ":" not in text and "$" not in text:
+                    raise ConfigError(f"{action} needs a header 'Name: value'", at)
+                rules.append(RegexpRule(pattern, negated, action, text.strip(), at,
+                                        conditions))
+        return RegexpTable(tuple(rules), value)
+
+    return parse
+
+
+parse_regexp_tables = header_checks_parser("header_checks")
+
+
+# --- address maps (canonical_maps, virtual_alias_maps, ...) ----------------------------
+
+
+@dataclass(frozen=True)
+class AddressTable:
+    """One table of an address map: key/value entries (keys lowercased), or the rules of
+    a regexp:/pcre: table, which only ever see the whole address (canonical(5))."""
+
+    spec: str
+    pattern: bool  # a regexp:/pcre: table
+    entries: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    rules: tuple[RegexpRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class AddressMaps:
+    """A list of address tables, searched as Postfix's mail_addr_find() searches them:
+    each query key is tried in every table before the next key."""
+
+    tables: tuple[AddressTable, ...] = ()
+    text: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    def find(self, key: str, *, whole: bool) -> str | None:
+        """The result for key, or None. whole is True when key is the whole address as
+        received; pattern tables are asked only then (they match the whole address once)."""
+        for table in self.tables:
+            if table.pattern:
+                if not whole:
+                    continue
+                for rule in table.rules:
+                    result = rule.apply(key)
+                    if result is not None:
+                        return result
+            else:
+                result = table.entries.get(key.lower())
+                if result is not None:
+                    return result
+        return None
+
+    def entries(self) -> list[tuple[str, str, str]]:
+        """Every entry, for `config show`: (table, key or pattern, result)."""
+        rows = []
+        for table in self.tables:
+            rows.extend((table.spec, key, value) for key, value in table.entries.items())
+            rows.extend((table.spec, ("!" if r.negated else "") + f"/{r.pattern.pattern}/",
+                         r.text) for r in table.rules)
+        return rows
+
+
+def parse_address_maps(value: str, where: str) -> AddressMaps:
+    """Parse canonical_maps-style tables: texthash:/hash:-family/inline: key/value tables
+    and regexp:/pcre: tables, in the order given."""
+    tables = []
     for item in split_list(value):
         parsed = _split_type(item)
-        if parsed is None or parsed[0] not in ("regexp", "pcre"):
-            raise ConfigError(f"header_checks needs regexp: or pcre: tables, not {item!r}",
-                              where)
-        path = Path(parsed[1])
-        stack: list[tuple[re.Pattern[str], bool]] = []
-        for lineno, line in _table_lines(path, where):
-            at = f"{path}:{lineno}"
-            keyword = line.split(None, 1)[0].lower()
-            if keyword == "endif":
-                if not stack:
-                    raise ConfigError("ENDIF without IF", at)
-                stack.pop()
-                continue
-            if keyword == "if":
-                pattern, negated, rest = _parse_pattern(line.split(None, 1)[1], at)
-                if rest:
-                    raise ConfigError("text after IF pattern", at)
-                stack.append((pattern, negated))
-                continue
-            pattern, negated, result = _parse_pattern(line, at)
-            action, _, text = result.partition(" ")
-            action = action.upper()
-            if action not in HEADER_ACTIONS:
-                raise ConfigError(f"header_checks action {action or '(none)'!r} is not "
-                                  f"supported (use one of {', '.join(HEADER_ACTIONS)})", at)
-            if action in ("PREPEND", "REPLACE") and ":" not in text and "$" not in text:
-                raise ConfigError(f"{action} needs a header 'Name: value'", at)
-            rules.append(RegexpRule(pattern, negated, action, text.strip(), at, tuple(stack)))
-        if stack:
-            raise ConfigError("IF without ENDIF", str(path))
-    return RegexpTable(tuple(rules), value)
+        if parsed is not None and parsed[0] in ("regexp", "pcre"):
+            rules = tuple(RegexpRule(pattern, negated, "", result, at, conditions)
+                          for at, pattern, negated, result, conditions
+                          in _regexp_rules(Path(parsed[1]), where))
+            tables.append(AddressTable(item, True, rules=rules))
+        else:
+            tables.append(AddressTable(item, False, entries=read_key_values(item, where)))
+    return AddressMaps(tuple(tables), value)

@@ -168,3 +168,47 @@ def parse_address_list(value: str, where: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[^@\s]+@[^@\s]+|[A-Za-z0-9.-]+", item):
             raise ConfigError(f"expected an e-mail address or domain, got {item!r}", where)
     return items
+
+
+def words_parser(*choices: str):  # type: ignore[no-untyped-def]
+    """A parser for a list of words, each one of choices (canonical_classes, ...)."""
+
+    def parse(value: str, where: str) -> tuple[str, ...]:
+        items = tuple(item.lower() for item in split_list(value))
+        for item in items:
+            if item not in choices:
+                raise ConfigError(f"{item!r} is not one of {', '.join(choices)}", where)
+        return items
+
+    return parse
+
+
+def parse_words(value: str, where: str) -> tuple[str, ...]:
+    """A list of words or names, as written (masquerade_domains, masquerade_exceptions)."""
+    del where
+    return tuple(split_list(value))
+
+
+def parse_local_header_rewrite_clients(value: str, where: str) -> tuple[str, ...]:
+    """local_header_rewrite_clients: only permit_inet_interfaces (Postfix's default) or
+    nothing. Every sesrelay client reaches it from another host (through the NLB), so
+    that default never matches and, as in Postfix for a remote client, only the envelope
+    is rewritten. Anything that would match a client asks for header address rewriting,
+    which sesrelay does not implement: refused, never silently ignored."""
+    items = tuple(item.lower() for item in split_list(value))
+    for item in items:
+        if item != "permit_inet_interfaces":
+            raise ConfigError(
+                f"local_header_rewrite_clients {item!r} is not supported: sesrelay does not "
+                "rewrite header addresses (only the envelope, as Postfix does for remote "
+                "clients); remove it", where)
+    return items
+
+
+def parse_remote_header_rewrite_domain(value: str, where: str) -> str:
+    """remote_header_rewrite_domain: must be empty (see parse_local_header_rewrite_clients)."""
+    if value:
+        raise ConfigError("remote_header_rewrite_domain is not supported: sesrelay does not "
+                          "rewrite header addresses (only the envelope, as Postfix does for "
+                          "remote clients with this parameter empty)", where)
+    return value

@@ -77,7 +77,7 @@ def test_seed_with_its_tables_gives_a_sensible_config(seed_cf: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "ignored: relayhost" in result.stdout
     assert "warning:" in result.stdout and "no local delivery" in result.stdout
-    assert result.stdout.rstrip().endswith("ok (13 supported parameters set, 41 ignored)")
+    assert result.stdout.rstrip().endswith("ok (14 supported parameters set, 40 ignored)")
 
 
 def test_config_show_prints_non_default_parameters_like_postconf_n(tmp_path: Path) -> None:

@@ -1,0 +1,46 @@
+"""Every Postfix parameter is implemented, ignored with a reason, or refused
+(docs/PARAMETERS.md), and a refused one set in a main.cf is an error naming the line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sesrelay.config import PARAMETERS, ConfigError, load_config
+from sesrelay.config.ignored import REFUSED_CLASS, classify, postfix_parameter_names
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "PARAMETERS.md"
+
+
+def documented() -> dict[str, tuple[str, str]]:
+    return {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(
+        r"^\| `([A-Za-z0-9_-]+)` \| (\w+) \| (.*) \|$", DOCS.read_text(), re.M)}
+
+
+def test_the_table_in_docs_is_the_model() -> None:
+    names = postfix_parameter_names() | set(PARAMETERS)
+    assert len(postfix_parameter_names()) > 1000
+    assert documented() == {name: classify(name) for name in sorted(names)}
+
+
+@pytest.mark.parametrize("name", [
+    "smtpd_tls_security_level", "smtpd_sasl_auth_enable", "smtpd_tls_wrappermode",
+    "transport_maps", "relocated_maps", "sender_dependent_relayhost_maps",
+    "smtp_generic_maps", "always_bcc", "sender_bcc_maps", "recipient_bcc_maps",
+    "smtp_header_checks", "virtual_mailbox_domains"])
+def test_what_changes_delivery_or_security_is_never_merely_ignored(name: str) -> None:
+    assert classify(name)[0] == REFUSED_CLASS
+
+
+def test_each_refused_parameter_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "main.cf"
+    refused = [n for n in sorted(postfix_parameter_names()) if classify(n)[0] == REFUSED_CLASS]
+    for name in refused:
+        path.write_text(f"myorigin = example.net\n{name} = hash:/etc/postfix/{name}\n")
+        with pytest.raises(ConfigError) as error:
+            load_config(path, environ={})
+        assert str(error.value).startswith(f"{path}:2: {name} is not supported by sesrelay")
+        path.write_text(f"{name} = no\n{name} =\n")  # off: may stay in a main.cf
+        load_config(path, environ={})
