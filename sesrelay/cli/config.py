@@ -1,10 +1,11 @@
-"""`sesrelay config check|show`: a main.cf as sesrelay reads it."""
+"""`sesrelay config check|show|parameters`: a main.cf as sesrelay reads it."""
 
 from __future__ import annotations
 
 import argparse
 
 from sesrelay.config import load_config, postconf_n
+from sesrelay.config.ignored import classification_table
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -27,8 +28,15 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_parameters(args: argparse.Namespace) -> int:
+    """Print every Postfix parameter's class (implemented, refused, ignored) and reason:
+    the table of docs/PARAMETERS.md."""
+    print(classification_table(), end="")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add `config check` and `config show`."""
+    """Add `config check`, `config show` and `config parameters`."""
     config = commands.add_parser("config", help="check or show the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a main.cf file")
@@ -39,3 +47,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         "$SESRELAY_CONFIG and SESRELAY_* variables")
     show.add_argument("file", nargs="?")
     show.set_defaults(func=cmd_config_show)
+    parameters = config_commands.add_parser(
+        "parameters", help="every Postfix parameter: implemented, refused or ignored, and why")
+    parameters.set_defaults(func=cmd_config_parameters)

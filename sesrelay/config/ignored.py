@@ -112,3 +112,19 @@ def classify(name: str) -> tuple[str, str]:
     if refused is not None:
         return REFUSED_CLASS, refused
     return IGNORED, reason_ignored(name)
+
+
+def classification_table() -> str:
+    """docs/PARAMETERS.md's counts and table: every Postfix parameter and sesrelay's own,
+    with its class and reason (`sesrelay config parameters` prints it)."""
+    from sesrelay.config.parameters import PARAMETERS
+
+    names = sorted(postfix_parameter_names() | set(PARAMETERS))
+    rows = [(name, *classify(name)) for name in names]
+    counts = {kind: sum(1 for _, k, _ in rows if k == kind)
+              for kind in (IMPLEMENTED, REFUSED_CLASS, IGNORED)}
+    lines = [f"Counts: {counts[IMPLEMENTED]} implemented, {counts[REFUSED_CLASS]} refused, "
+             f"{counts[IGNORED]} ignored.", "",
+             "| parameter | class | reason or meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {kind} | {reason} |" for name, kind, reason in rows]
+    return "\n".join(lines) + "\n"

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from sesrelay.config import PARAMETERS, ConfigError, load_config
-from sesrelay.config.ignored import REFUSED_CLASS, classify, postfix_parameter_names
+from sesrelay.config.ignored import (
+    REFUSED_CLASS,
+    classification_table,
+    classify,
+    postfix_parameter_names,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "PARAMETERS.md"
 
@@ -23,6 +28,8 @@ def test_the_table_in_docs_is_the_model() -> None:
     names = postfix_parameter_names() | set(PARAMETERS)
     assert len(postfix_parameter_names()) > 1000
     assert documented() == {name: classify(name) for name in sorted(names)}
+    # Regenerate with: sesrelay config parameters
+    assert DOCS.read_text().endswith(classification_table())
 
 
 @pytest.mark.parametrize("name", [
