@@ -85,6 +85,15 @@ class Envelope:
     received_at: str  # ISO 8601, UTC
     version: int = field(default=CONTRACT_VERSION)
     body: str = field(default="", repr=False)  # the message, base64; "" when in S3
+    # DSN requests (RFC 3461), optional: absent from envelopes without them, and from
+    # those queued before they existed. ret: "FULL", "HDRS" or "" (not given); envid:
+    # ENVID, xtext-decoded; notify and orcpt: one entry per rcpt_to entry (NOTIFY as
+    # given, upper case, and ORCPT as "type;address" decoded; "" where not given), or
+    # empty when no recipient gave one.
+    ret: str = ""
+    envid: str = ""
+    notify: tuple[str, ...] = ()
+    orcpt: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """The SQS message body."""
@@ -92,7 +101,22 @@ class Envelope:
         data["rcpt_to"] = list(self.rcpt_to)
         if self.version == 1:
             del data["body"]
+        for name in _DSN_FIELDS:  # left out when empty: envelopes stay as they were
+            if data[name]:
+                data[name] = list(data[name]) if isinstance(data[name], tuple) else data[name]
+            else:
+                del data[name]
         return json.dumps(data, separators=(",", ":"))
+
+    def notify_of(self, index: int) -> frozenset[str]:
+        """The NOTIFY keywords of recipient rcpt_to[index]; empty when it gave none (the
+        default: FAILURE, and DELAY at the MTA's discretion)."""
+        value = self.notify[index] if self.notify else ""
+        return frozenset(value.split(",")) if value else frozenset()
+
+    def orcpt_of(self, index: int) -> str:
+        """The ORCPT of recipient rcpt_to[index], "type;address", or ""."""
+        return self.orcpt[index] if self.orcpt else ""
 
     @property
     def inline(self) -> bool:
@@ -151,8 +175,35 @@ class Envelope:
                 raise ContractError("envelope body is not base64") from None
         elif not (data["bucket"] and data["key"]):
             raise ContractError("envelope has neither an inline body nor an S3 bucket and key")
+        dsn = _dsn_fields(data, len(data["rcpt_to"]))
         return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
-                      "version": version, "body": body})
+                      "version": version, "body": body, **dsn})
+
+
+_DSN_FIELDS = ("ret", "envid", "notify", "orcpt")
+DSN_RET_VALUES = ("FULL", "HDRS")
+
+
+def _dsn_fields(data: dict[str, object], recipients: int) -> dict[str, object]:
+    """The optional DSN fields of an envelope's JSON, checked."""
+    found: dict[str, object] = {}
+    ret = data.get("ret", "")
+    if ret not in ("", *DSN_RET_VALUES):
+        raise ContractError(f"envelope ret {ret!r} is not FULL or HDRS")
+    found["ret"] = ret
+    envid = data.get("envid", "")
+    if not isinstance(envid, str):
+        raise ContractError("envelope field 'envid' is not a str")
+    found["envid"] = envid
+    for name in ("notify", "orcpt"):
+        values = data.get(name, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ContractError(f"envelope field {name!r} is not a list of str")
+        if values and len(values) != recipients:
+            raise ContractError(f"envelope field {name!r} has {len(values)} entries for "
+                                f"{recipients} recipients")
+        found[name] = tuple(values)
+    return found
 
 
 def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket: str,
