@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -39,17 +40,19 @@ def _send_raw(response: Any, params: dict[str, Any]) -> str:
     return json.dumps({"MessageId": message.id})
 
 
-def install() -> None:
-    """Replace moto's SES v2 SendEmail handler in this process (raw content only; the
-    other kinds of content go to moto's own)."""
-    from moto.sesv2.responses import SESV2Response
-
-    original = SESV2Response.send_email
-
-    def send_email(self: SESV2Response) -> str:
+def handler(original: Callable[[Any], str]) -> Callable[[Any], str]:
+    """moto's SES v2 SendEmail handler (original) made 8-bit clean: raw content goes to
+    _send_raw, the other kinds of content to original."""
+    def send_email(self: Any) -> str:
         params = json.loads(self.body)
         if "Raw" in (params.get("Content") or {}):
             return _send_raw(self, params)
         return original(self)
+    return send_email
 
-    SESV2Response.send_email = send_email  # type: ignore[method-assign]
+
+def install() -> None:
+    """Replace moto's SES v2 SendEmail handler in this process."""
+    from moto.sesv2.responses import SESV2Response
+
+    SESV2Response.send_email = handler(SESV2Response.send_email)  # type: ignore[method-assign]
