@@ -54,3 +54,27 @@ def test_outbox_says_where_its_messages_live(dev_relay_module: DevRelay) -> None
     assert listing.stdout.splitlines()[-1] == (
         f"(held in the memory of `sesrelay dev`, in its AWS emulation at "
         f"{dev_relay_module.endpoint}: gone when it stops)")
+
+
+def test_dsn_notify_never_and_success_over_smtp(dev_relay_module: DevRelay) -> None:
+    plain = b"From: dsn@unverified.example\r\nSubject: dsn\r\n\r\nhello\r\n"
+    with smtplib.SMTP("127.0.0.1", dev_relay_module.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.com")
+        assert client.has_extn("dsn")
+        # SES refuses the unverified sender: one recipient asked for no bounce.
+        client.mail("dsn@unverified.example", ["ENVID=run+2B1"])
+        assert client.rcpt("quiet@example.org", ["NOTIFY=NEVER"])[0] == 250
+        assert client.rcpt("loud@example.org", ["ORCPT=rfc822;loud@example.org"])[0] == 250
+        assert client.data(plain)[0] == 250
+        client.sendmail("dsn@example.com", ["told@example.org"],
+                        plain.replace(b"unverified.example", b"example.com"),
+                        rcpt_options=["NOTIFY=SUCCESS"])
+    sends = dev_relay_module.wait_for_outbox(lambda sends: {
+        "dsn@unverified.example", "dsn@example.com"} <= {r for s in sends for r in s["rcpt_to"]})
+    bounce = next(s for s in sends if s["rcpt_to"] == ["dsn@unverified.example"])
+    assert "Original-Envelope-Id: run+1" in bounce["raw"]
+    assert "Final-Recipient: rfc822; loud@example.org" in bounce["raw"]
+    assert "quiet@example.org" not in bounce["raw"]
+    notice = next(s for s in sends if s["rcpt_to"] == ["dsn@example.com"])
+    assert "Action: relayed" in notice["raw"]
+    assert "Final-Recipient: rfc822; told@example.org" in notice["raw"]
