@@ -62,9 +62,13 @@ def point_at_emulation(port: int) -> None:
 
 
 def start_emulation(port: int) -> Any:
-    """Start moto's server in this process, on loopback only."""
+    """Start moto's server in this process, on loopback only, with dev's SES
+    (sesrelay.dev_ses: 8-bit raw content, configuration set and tags recorded)."""
     from moto.server import ThreadedMotoServer
 
+    from sesrelay import dev_ses
+
+    dev_ses.install()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -271,7 +275,8 @@ def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
                   f"{emulation_endpoint(aws_port)}\n"
                   f"  try:  swaks --server {host}:{port} --to someone@example.com\n"
                   f"  then: sesrelay outbox\n"
-                  f"  verified SES identities: {', '.join(resources.identities)}"
+                  f"  verified SES identities: {', '.join(resources.identities)}\n"
+                  "  state (queue, outbox, trail) is in memory: gone when dev stops"
                   + (f"\n  SES events of configuration set {config.ses_configuration_set}"
                      f" go to the trail table {resources.trail_table}" if events else ""),
                   flush=True)
@@ -281,5 +286,19 @@ def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
         if events:
             events.stop()
         worker.join(timeout=5)
+        _say_what_is_discarded(resources)
     finally:
         emulation.stop()
+
+
+def _say_what_is_discarded(resources: DevResources) -> None:
+    """The emulation keeps its state in memory: name the messages that end with it."""
+    sqs = aws.client("sqs")
+    names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+             "ApproximateNumberOfMessagesDelayed")
+    counts = [sum(int(v) for v in sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=list(names))["Attributes"].values())
+        for url in (resources.queue_url, resources.dlq_url)]
+    if any(counts):
+        log.warning("sesrelay dev keeps no state: %d queued message(s) and %d in the "
+                    "dead-letter queue are discarded", *counts)

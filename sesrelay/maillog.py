@@ -88,6 +88,11 @@ def bounce_notice(queue_id: str, dsn_id: str) -> str:
     return f"{queue_id}: sender non-delivery notification: {dsn_id}"
 
 
+def success_notice(queue_id: str, dsn_id: str) -> str:
+    """The line for a "relayed" DSN (NOTIFY=SUCCESS) sent to the envelope sender."""
+    return f"{queue_id}: sender delivery status notification: {dsn_id}"
+
+
 def ses_relay(region: str) -> str:
     """The relay= value of the worker's lines: SES's API endpoint, the next hop."""
     return f"email.{region or 'us-east-1'}.amazonaws.com"

@@ -11,13 +11,17 @@ from typing import Any
 
 
 def read_outbox(endpoint: str, timeout: float = 10) -> list[dict[str, Any]]:
-    """Messages the emulated SES accepted, oldest first: message_id, mail_from, rcpt_to, raw."""
+    """Messages the emulated SES accepted, oldest first: message_id, mail_from, rcpt_to,
+    configuration_set, tags (SES's EmailTags: Name, Value) and raw (8-bit octets that
+    are not UTF-8 as surrogate escapes, sesrelay.dev_ses)."""
     with urllib.request.urlopen(f"{endpoint.rstrip('/')}/moto-api/data.json",
                                 timeout=timeout) as response:
         data = json.load(response)
     sent = (data.get("ses") or {}).get("RawMessage", [])
     return [{"message_id": m["id"], "mail_from": m["source"],
              "rcpt_to": envelope_recipients(m["destinations"], m["raw_data"]),
+             "configuration_set": m.get("configuration_set", ""),
+             "tags": m.get("tags", []),
              "raw": m["raw_data"]} for m in sent]
 
 

@@ -98,6 +98,15 @@ class Envelope:
     # rewritten) and, for each rcpt_to entry, its original recipient (empty: none was).
     orig_mail_from: str | None = None
     orig_rcpt_to: tuple[str, ...] = ()
+    # DSN requests (RFC 3461), optional: absent from envelopes without them, and from
+    # those queued before they existed. ret: "FULL", "HDRS" or "" (not given); envid:
+    # ENVID, xtext-decoded; notify and orcpt: one entry per rcpt_to entry (NOTIFY as
+    # given, upper case, and ORCPT as "type;address" decoded; "" where not given), or
+    # empty when no recipient gave one.
+    ret: str = ""
+    envid: str = ""
+    notify: tuple[str, ...] = ()
+    orcpt: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """The SQS message body."""
@@ -110,6 +119,11 @@ class Envelope:
                 del data[name]
         if self.orig_rcpt_to:
             data["orig_rcpt_to"] = list(self.orig_rcpt_to)
+        for name in _DSN_FIELDS:  # left out when empty: envelopes stay as they were
+            if data[name]:
+                data[name] = list(data[name]) if isinstance(data[name], tuple) else data[name]
+            else:
+                del data[name]
         return json.dumps(data, separators=(",", ":"))
 
     def original_recipient(self, recipient: str) -> str:
@@ -117,6 +131,16 @@ class Envelope:
         if self.orig_rcpt_to and recipient in self.rcpt_to:
             return self.orig_rcpt_to[self.rcpt_to.index(recipient)]
         return recipient
+
+    def notify_of(self, index: int) -> frozenset[str]:
+        """The NOTIFY keywords of recipient rcpt_to[index]; empty when it gave none (the
+        default: FAILURE, and DELAY at the MTA's discretion)."""
+        value = self.notify[index] if self.notify else ""
+        return frozenset(value.split(",")) if value else frozenset()
+
+    def orcpt_of(self, index: int) -> str:
+        """The ORCPT of recipient rcpt_to[index], "type;address", or ""."""
+        return self.orcpt[index] if self.orcpt else ""
 
     @property
     def inline(self) -> bool:
@@ -184,9 +208,36 @@ class Envelope:
                 orig_rcpt_to and len(orig_rcpt_to) != len(data["rcpt_to"])):
             raise ContractError("envelope orig_rcpt_to must list one original address for "
                                 "each rcpt_to entry")
+        dsn = _dsn_fields(data, len(data["rcpt_to"]))
         return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
                       "version": version, "body": body, "orig_mail_from": orig_mail_from,
-                      "orig_rcpt_to": tuple(orig_rcpt_to)})
+                      "orig_rcpt_to": tuple(orig_rcpt_to), **dsn})
+
+
+_DSN_FIELDS = ("ret", "envid", "notify", "orcpt")
+DSN_RET_VALUES = ("FULL", "HDRS")
+
+
+def _dsn_fields(data: dict[str, object], recipients: int) -> dict[str, object]:
+    """The optional DSN fields of an envelope's JSON, checked."""
+    found: dict[str, object] = {}
+    ret = data.get("ret", "")
+    if ret not in ("", *DSN_RET_VALUES):
+        raise ContractError(f"envelope ret {ret!r} is not FULL or HDRS")
+    found["ret"] = ret
+    envid = data.get("envid", "")
+    if not isinstance(envid, str):
+        raise ContractError("envelope field 'envid' is not a str")
+    found["envid"] = envid
+    for name in ("notify", "orcpt"):
+        values = data.get(name, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ContractError(f"envelope field {name!r} is not a list of str")
+        if values and len(values) != recipients:
+            raise ContractError(f"envelope field {name!r} has {len(values)} entries for "
+                                f"{recipients} recipients")
+        found[name] = tuple(values)
+    return found
 
 
 def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket: str,

@@ -38,10 +38,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ses_worker.backoff import paused_delay, retry_delay
-from ses_worker.dsn import FailedRecipient, build_dsn
+from ses_worker.dsn import RELAYED, FailedRecipient, build_dsn
 from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify, effective_class
-from ses_worker.ledger import DSN_PREFIX, SEND_PREFIX, Found, LedgerConflict, SendLedger, send_key
-from ses_worker.message import header_section_problem, split_headers, strip_blind_headers
+from ses_worker.ledger import (
+    DSN_PREFIX,
+    RELAYED_PREFIX,
+    SEND_PREFIX,
+    Found,
+    LedgerConflict,
+    SendLedger,
+    send_key,
+)
+from ses_worker.message import header_section_problem, strip_blind_headers
 from ses_worker.observability import count, log_keys, logger, seconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
@@ -256,6 +264,7 @@ class Deliverer:
         failures = [r for r in results if r.status is not Status.SENT]
         if not failures:
             count(SENT)
+            self._notify_relayed(envelope, message, results, seen)
             self._finish(envelope, message, results, trail.STATE_SENT)
             return
         self._conclude(envelope, record, receive_count, failures, message, results, seen)
@@ -497,14 +506,22 @@ class Deliverer:
             self._give_up(envelope, f"undeliverable and not bounced because {why}: "
                           + "; ".join(f"<{f.recipient}>: {f.diagnostic}" for f in failed),
                           [f.recipient for f in failed], receive_count)
-        notify = [f for f in failed if not f.maybe_delivered
-                  or self.config.ses_unknown_outcome_dsn == "notice"]
+        # NOTIFY (RFC 3461) without FAILURE (NEVER, or SUCCESS/DELAY only): no bounce.
+        unwanted = [f for f in failed if _notify(envelope, f.recipient)
+                    and "FAILURE" not in _notify(envelope, f.recipient)]
+        if unwanted:
+            logger.info("no DSN for " + ", ".join(
+                f"<{f.recipient}> (NOTIFY={','.join(sorted(_notify(envelope, f.recipient)))})"
+                for f in unwanted))
+        notify = [f for f in failed if f not in unwanted and (
+            not f.maybe_delivered or self.config.ses_unknown_outcome_dsn == "notice")]
         if notify:
             self._bounce(envelope, record, receive_count, message, notify, seen)
-        else:
+        elif len(unwanted) < len(failed):
             logger.warning("no DSN: every failed recipient may have been delivered by an "
                            "earlier send whose outcome was unknown (ses_unknown_outcome_dsn "
                            "= none)")
+        self._notify_relayed(envelope, message, results, seen)
         self._finish(envelope, message, results, trail.STATE_BOUNCED)
 
     def _failed(self, result: SendResult, recipient: str, receive_count: int,
@@ -577,8 +594,7 @@ class Deliverer:
                 seen: datetime) -> None:
         """Send the DSN for failed recipients to the envelope sender."""
         def build() -> bytes:
-            headers, _ = split_headers(message.original())
-            return fit_lines(build_dsn(envelope, headers, failed,
+            return fit_lines(build_dsn(envelope, message.original(), failed,
                                        self.config.ses_bounce_sender,
                                        self.config.myhostname, utc_now()))
 
@@ -604,6 +620,34 @@ class Deliverer:
         logger.info(f"bounced {len(failed)} recipient(s): DSN to <{envelope.mail_from}> "
                     f"as SES MessageId {result.message_id}",
                     extra={"bounced": [f.recipient for f in failed]})
+
+    def _notify_relayed(self, envelope: Envelope, message: SpooledMessage,
+                        results: list[SendResult], seen: datetime) -> None:
+        """The "relayed" DSN (RFC 3464) for recipients that asked NOTIFY=SUCCESS, as
+        Postfix sends it when it relays to a next hop that offers no DSN: SES accepted
+        the message for them. Sent once (its own send ledger key); a notice that fails
+        is logged, and never holds up the message that was sent."""
+        relayed = [FailedRecipient(rcpt, "2.0.0", f"250 Ok {result.message_id}")
+                   for result in results if result.status is Status.SENT
+                   for rcpt in result.recipients if "SUCCESS" in _notify(envelope, rcpt)]
+        if not relayed or not envelope.mail_from:
+            return
+
+        def build() -> bytes:
+            return fit_lines(build_dsn(envelope, message.original(), relayed,
+                                       self.config.ses_bounce_sender,
+                                       self.config.myhostname, utc_now(), action=RELAYED))
+
+        recipients = tuple(sorted(r.recipient for r in relayed))
+        result = self._send(trail.PURPOSE_DSN, RELAYED_PREFIX, envelope, recipients,
+                            (envelope.mail_from,), self.config.ses_bounce_sender, build, seen)
+        if result.status is not Status.SENT:
+            logger.warning(f"the delivery notice (NOTIFY=SUCCESS) to <{envelope.mail_from}> "
+                           f"was not sent: {result.reason}")
+            return
+        if not result.logged:
+            self.report.line(maillog.BOUNCE, maillog.success_notice(envelope.queue_id,
+                                                                    result.message_id))
 
     def _finish(self, envelope: Envelope, message: SpooledMessage,
                 results: list[SendResult], status: str) -> None:
@@ -641,6 +685,13 @@ class Deliverer:
         else:
             self.s3.put_object_tagging(Bucket=envelope.bucket, Key=envelope.key,
                                        Tagging=tagging)
+
+
+def _notify(envelope: Envelope, recipient: str) -> frozenset[str]:
+    """The NOTIFY keywords recipient gave (empty: none given, the default)."""
+    if recipient not in envelope.rcpt_to:
+        return frozenset()
+    return envelope.notify_of(envelope.rcpt_to.index(recipient))
 
 
 def _sent_text(result: SendResult) -> str:

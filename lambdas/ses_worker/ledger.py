@@ -33,6 +33,7 @@ from sesrelay.aws import error_code
 
 SEND_PREFIX = "sesrelay.send"
 DSN_PREFIX = "sesrelay.dsn"
+RELAYED_PREFIX = "sesrelay.relayed"  # the "relayed" DSN of NOTIFY=SUCCESS
 # SQS keeps a message (and its dead-letter copy) at most 14 days: no redelivery later.
 RECORD_TTL = 14 * 24 * 3600
 # powertools' attribute names and status values.

@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sesrelay import maillog, telemetry
 from sesrelay.config import Config
 from sesrelay.spool import MAX_ADDRESS_LENGTH, envelope_fits, new_queue_id, object_key, utc_now
-from smtp_relay import replies
+from smtp_relay import dsn_params, replies
 from smtp_relay.cleanup import (
     ALIAS_EXPANSION_ERROR,
     UNKNOWN_ALIAS,
@@ -151,9 +151,11 @@ class Relay:
         return replies.SENDER_OK
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
-        """Apply the recipient limit and the relay policy (restrictions, recipient maps)."""
-        if len(envelope.rcpt_tos) >= self.config.smtpd_recipient_limit:
+                          address: str, dsn: dsn_params.RecipientParameters) -> str:
+        """Apply the recipient limit and the relay policy (restrictions, recipient maps);
+        keep the recipient's DSN parameters with it."""
+        if (len(envelope.rcpt_tos) >= self.config.smtpd_recipient_limit
+                or not dsn_params.fits(envelope, address, dsn)):
             return replies.TOO_MANY_RECIPIENTS
         recipient = parse_recipient(address, self.config.myorigin)
         if (not recipient.domain or not recipient.local_part
@@ -169,7 +171,7 @@ class Relay:
                                else telemetry.REJECTED)
             return reply
         envelope.rcpt_tos.append(recipient.address)
-        envelope.rcpt_options.extend(rcpt_options)
+        dsn_params.accept_recipient(envelope, recipient.address, dsn)
         return replies.RECIPIENT_OK
 
     # --- DATA ---------------------------------------------------------------------------
@@ -204,6 +206,7 @@ class Relay:
             "client_address": client_address(session),
             "client_helo": session.host_name or "",
             "received_at": transaction.received_at.isoformat(),
+            **dsn_params.envelope_fields(envelope, [old for old, _ in rewritten.recipients]),
         }
         if rewritten.changed:
             fields["orig_mail_from"] = rewritten.original_mail_from

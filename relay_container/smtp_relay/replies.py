@@ -21,7 +21,6 @@ NEED_HELO = "503 5.5.1 Error: send HELO/EHLO first"  # mail_cmd(), smtpd_helo_re
 NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"  # mail_cmd()
 MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"  # mail_cmd()
 BAD_SIZE = "501 5.5.4 Bad message size syntax"  # mail_cmd()
-DSN_DISABLED = "501 5.7.1 DSN support is disabled"  # mail_cmd(), rcpt_cmd()
 NEED_MAIL = "503 5.5.1 Error: need MAIL command"  # rcpt_cmd()
 RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"  # rcpt_cmd()
 NEED_RECIPIENT = "503 5.5.1 Error: need RCPT command"  # data_cmd()

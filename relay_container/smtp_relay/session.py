@@ -32,7 +32,7 @@ from aiosmtpd.smtp import SMTP, Session
 
 from sesrelay.long_lines import MAX_LINE, lines_fit, signed_with_long_lines
 from sesrelay.spool import MAX_ADDRESS_LENGTH
-from smtp_relay import replies
+from smtp_relay import dsn_params, replies
 from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
 from smtp_relay.headers import is_header_start
 
@@ -438,7 +438,7 @@ class RelaySession(SMTP):
         await self.push("\r\n".join((
             f"250-{self.hostname}", "250-PIPELINING",
             f"250-SIZE {self.relay.config.message_size_limit}",
-            "250-ENHANCEDSTATUSCODES", "250 8BITMIME")))
+            "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 DSN")))
         return True
 
     async def smtp_MAIL(self, words: list[Token]) -> bool:
@@ -470,9 +470,11 @@ class RelaySession(SMTP):
                     await self.push(replies.BAD_SIZE)
                     return False
                 size = int(option[5:])
-            elif option.startswith(("RET=", "ENVID=")):
-                await self.push(replies.DSN_DISABLED)
-                return False
+            elif dsn_params.is_mail_parameter(option):
+                reply = dsn_params.mail_parameter(dsn_params.state(self.envelope), word.text)
+                if reply:
+                    await self.push(reply)
+                    return False
             else:
                 await self.push(replies.unsupported_option(printable(word.text)))
                 return False
@@ -498,13 +500,16 @@ class RelaySession(SMTP):
             self._log_bad_address(words[2])
             await self.push(replies.BAD_ADDRESS)
             return False
+        dsn = dsn_params.RecipientParameters()
         for word in words[3:]:
-            if word.text.upper().startswith(("NOTIFY=", "ORCPT=")):
-                await self.push(replies.DSN_DISABLED)
+            try:
+                reply = dsn.take(word.text)
+            except KeyError:
+                reply = replies.unsupported_option(printable(word.text))
+            if reply:
+                await self.push(reply)
                 return False
-            await self.push(replies.unsupported_option(printable(word.text)))
-            return False
-        reply = await self.relay.handle_RCPT(self, self.session, self.envelope, address, [])
+        reply = await self.relay.handle_RCPT(self, self.session, self.envelope, address, dsn)
         await self.push(reply)
         return reply.startswith("2") or reply.startswith("452")
 

@@ -52,7 +52,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         print(f"sesrelay outbox: cannot reach the AWS emulation at {args.endpoint} ({exc}); "
               "is `sesrelay dev` running?", file=sys.stderr)
         return 1
-    print(json.dumps(messages, indent=2) if args.json else format_outbox(messages))
+    if args.json:
+        print(json.dumps(messages, indent=2))
+        return 0
+    print(format_outbox(messages))
+    # The emulation keeps no files: say so where users look for their mail.
+    print(f"(held in the memory of `sesrelay dev`, in its AWS emulation at {args.endpoint}: "
+          "gone when it stops)")
     return 0
 
 
@@ -69,7 +75,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                      "maillog` reads)")
     dev.set_defaults(func=cmd_dev)
 
-    outbox = commands.add_parser("outbox", help="list mail the emulated SES has sent")
+    outbox = commands.add_parser(
+        "outbox", help="list mail the emulated SES of `sesrelay dev` has sent (held in its "
+        "memory: gone when it stops)")
     outbox.add_argument("--json", action="store_true", help="print a JSON array")
     outbox.add_argument("--endpoint", default=emulation_endpoint(DEV_AWS_PORT),
                         help="URL of the AWS emulation")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,13 @@ from sesrelay.config.ignored import (
     reason_ignored,
     reason_refused,
 )
-from sesrelay.config.maincf import Assignment, ConfigError, expand, parse_main_cf
+from sesrelay.config.maincf import (
+    Assignment,
+    ConfigError,
+    ConfigWarning,
+    expand,
+    parse_main_cf,
+)
 from sesrelay.config.parameters import PARAMETERS, SES_MAX_MESSAGE_SIZE, Config
 
 ENV_PREFIX = "SESRELAY_"
@@ -102,6 +108,43 @@ def load_config(
     path defaults to $SESRELAY_CONFIG; with neither, only defaults and the environment
     apply. environ defaults to os.environ; pass {} to ignore the environment.
     """
+    assignments, config_directory = _read_assignments(path, environ, overrides,
+                                                      overrides_source, None)
+    return build_config(assignments, config_directory)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Everything `config check` finds in a main.cf, in one pass."""
+
+    errors: tuple[ConfigError, ...]
+    warnings: tuple[ConfigWarning, ...]
+    ignored: tuple[tuple[Assignment, str], ...]
+    supported: int  # supported parameters the file sets, well or badly
+
+
+def check_config(path: str | Path) -> CheckReport:
+    """Validate a main.cf (environment ignored) and report every error, not only the first.
+
+    A setting found wrong is reported and then treated as unset, so that the checks after
+    it still run; an unreadable file is the one error that ends the check.
+    """
+    errors: list[ConfigError] = []
+    assignments, config_directory = _read_assignments(path, {}, None, "override", errors)
+    config = build_config(assignments, config_directory, errors)
+    return CheckReport(tuple(errors), config.warnings, config.ignored,
+                       len({a.name for a in assignments if a.name in PARAMETERS}))
+
+
+def _read_assignments(
+    path: str | Path | None,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, object] | None,
+    overrides_source: str,
+    errors: list[ConfigError] | None,
+) -> tuple[list[Assignment], str]:
+    """The assignments of the file, the environment and the overrides, in precedence
+    order, and the configuration directory (that of the file)."""
     environ = os.environ if environ is None else environ
     if path is None and environ.get(ENV_CONFIG_FILE):
         path = environ[ENV_CONFIG_FILE]
@@ -115,7 +158,7 @@ def load_config(
             raise ConfigError(f"cannot read configuration: {exc.strerror}", str(file)) from None
         except UnicodeDecodeError:
             raise ConfigError("configuration is not UTF-8 text", str(file)) from None
-        assignments.extend(parse_main_cf(text, str(file)))
+        assignments.extend(parse_main_cf(text, str(file), errors))
         config_directory = str(file.resolve().parent)
     for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and key not in _RESERVED_ENV:
@@ -124,78 +167,107 @@ def load_config(
     for name, value in (overrides or {}).items():
         assignments.append(Assignment(name, _stringify(value).strip(),
                                       f"{overrides_source} {name}"))
-    return build_config(assignments, config_directory)
+    return assignments, config_directory
 
 
-def build_config(assignments: list[Assignment], config_directory: str = "/etc/sesrelay") -> Config:
-    """Turn assignments (in precedence order, later wins) into a validated Config."""
+def build_config(assignments: list[Assignment], config_directory: str = "/etc/sesrelay",
+                 errors: list[ConfigError] | None = None) -> Config:
+    """Turn assignments (in precedence order, later wins) into a validated Config.
+
+    Raises the first ConfigError; when errors is a list, records every error there
+    instead, treats each wrong setting as unset, and returns the Config that is left.
+    """
+    def report(error: ConfigError) -> None:
+        if errors is None:
+            raise error
+        errors.append(error)
+
     settings: dict[str, Assignment] = {}
     for assignment in assignments:
         if assignment.name not in PARAMETERS and assignment.name not in postfix_parameter_names():
-            raise ConfigError(f"unknown parameter {assignment.name!r} (not a Postfix or "
-                              "sesrelay parameter)", assignment.where)
+            report(ConfigError(f"unknown parameter {assignment.name!r} (not a Postfix or "
+                               "sesrelay parameter)", assignment.where))
+            continue
         settings[assignment.name] = assignment
     sources = _Sources(settings, config_directory)
     parsed = {}
-    for name, info in PARAMETERS.items():
-        where = settings[name].where if name in settings else f"default value of {name}"
-        parsed[name] = info.parse(sources.expanded(name, where), where)
-    for name, assignment in settings.items():
+    for name in PARAMETERS:
+        try:
+            parsed[name] = _parse(sources, name)
+        except ConfigError as exc:
+            report(exc)
+            if name not in settings:
+                raise  # a default that fails is a bug in PARAMETERS, not in the file
+            # Reported once; what depends on it sees the default instead.
+            del settings[name]
+            parsed[name] = _parse(sources, name)
+    for name, assignment in list(settings.items()):
         refused = None if name in PARAMETERS else reason_refused(name)
         if refused and assignment.value.lower() not in OFF_VALUES:
-            raise ConfigError(f"{name} is not supported by sesrelay, and {refused}",
-                              assignment.where)
+            report(ConfigError(f"{name} is not supported by sesrelay, and {refused}",
+                               assignment.where))
+            del settings[name]  # reported as an error, not also as ignored
     ignored = tuple((a, reason_ignored(a.name)) for a in settings.values()
                     if a.name not in PARAMETERS)
     config = Config(**parsed, settings=settings, ignored=ignored,
                     warnings=tuple(_warnings(parsed, settings)))
-    _check_consistency(config)
+    for error in _consistency_errors(config):
+        report(error)
     return config
+
+
+def _parse(sources: _Sources, name: str) -> object:
+    """The parsed value of one supported parameter: its setting, or else its default."""
+    where = sources.settings[name].where if name in sources.settings else f"default value of {name}"
+    return PARAMETERS[name].parse(sources.expanded(name, where), where)
 
 
 def _where(config: Config, name: str) -> str:
     return config.settings[name].where if name in config.settings else f"default value of {name}"
 
 
-def _check_consistency(config: Config) -> None:
+def _consistency_errors(config: Config) -> Iterator[ConfigError]:
+    """What is wrong with the combination of values, each parameter being well formed."""
     if config.smtpd_upstream_proxy_protocol and not config.sesrelay_proxy_networks.patterns:
-        raise ConfigError("smtpd_upstream_proxy_protocol = haproxy needs "
+        yield ConfigError("smtpd_upstream_proxy_protocol = haproxy needs "
                           "sesrelay_proxy_networks: the peers allowed to send PROXY headers",
                           _where(config, "smtpd_upstream_proxy_protocol"))
     restrictions = set(config.smtpd_relay_restrictions) | set(config.smtpd_recipient_restrictions)
     if not restrictions & _RELAY_GUARDS:
-        raise ConfigError(
+        yield ConfigError(
             "smtpd_relay_restrictions and smtpd_recipient_restrictions would make an open "
             "relay: one of them needs reject_unauth_destination (or defer_unauth_destination, "
             "reject, defer)", _where(config, "smtpd_relay_restrictions"))
     if not 0 < config.message_size_limit <= SES_MAX_MESSAGE_SIZE:
-        raise ConfigError(f"message_size_limit must be between 1 and {SES_MAX_MESSAGE_SIZE} "
+        yield ConfigError(f"message_size_limit must be between 1 and {SES_MAX_MESSAGE_SIZE} "
                           "bytes (SES's per-message ceiling)",
                           _where(config, "message_size_limit"))
     if not 1 <= config.smtpd_recipient_limit <= MAX_RECIPIENTS:
-        raise ConfigError(f"smtpd_recipient_limit must be between 1 and {MAX_RECIPIENTS}: "
+        yield ConfigError(f"smtpd_recipient_limit must be between 1 and {MAX_RECIPIENTS}: "
                           "a message's envelope must fit in one SQS message (256 KiB)",
                           _where(config, "smtpd_recipient_limit"))
     if config.minimal_backoff_time > config.maximal_backoff_time:
-        raise ConfigError("minimal_backoff_time is longer than maximal_backoff_time",
+        yield ConfigError("minimal_backoff_time is longer than maximal_backoff_time",
                           _where(config, "minimal_backoff_time"))
     if not 0 < config.sesrelay_listen_port < 65536:
-        raise ConfigError("sesrelay_listen_port must be a TCP port (1-65535)",
+        yield ConfigError("sesrelay_listen_port must be a TCP port (1-65535)",
                           _where(config, "sesrelay_listen_port"))
 
 
-def _warnings(parsed: dict[str, object], settings: dict[str, Assignment]) -> list[str]:
+def _warnings(parsed: dict[str, object],
+              settings: dict[str, Assignment]) -> list[ConfigWarning]:
     warnings = []
     if parsed["mydestination"]:
-        warnings.append(f"{settings['mydestination'].where}: mydestination: sesrelay has no "
-                        "local delivery; mail for these domains is relayed through SES like "
-                        "relay_domains")
+        warnings.append(ConfigWarning(
+            settings["mydestination"].where, "mydestination: sesrelay has no local delivery; "
+            "mail for these domains is relayed through SES like relay_domains"))
     for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
         restrictions = parsed[name]
         assert isinstance(restrictions, tuple)
         if "permit_sasl_authenticated" in restrictions:
-            warnings.append(f"{settings[name].where}: permit_sasl_authenticated never matches: "
-                            "the relay offers no SASL authentication")
+            warnings.append(ConfigWarning(
+                settings[name].where, "permit_sasl_authenticated never matches: the relay "
+                "offers no SASL authentication"))
     return warnings
 
 
@@ -215,8 +287,28 @@ def to_environment(config: Config) -> dict[str, str]:
     return {env_name(name): value for name, value in non_default_settings(config).items()}
 
 
-def postconf_n(config: Config) -> list[str]:
-    """Lines like `postconf -n`: each non-default supported parameter as name = value."""
-    return [f"{name} = {value}" for name, value in non_default_settings(config).items()]
+def parameter_values(path: str | Path | None, environ: Mapping[str, str] | None,
+                     names: Sequence[str], *, defaults: bool = False,
+                     expand_values: bool = False) -> list[tuple[str, str]]:
+    """(name, value) pairs as postconf shows them, from a validated configuration.
+
+    With names, those parameters (any Postfix or sesrelay parameter); without, the
+    non-default settings (``postconf -n``), or with defaults every supported parameter.
+    defaults shows default values instead of the configured ones (``postconf -d``);
+    expand_values expands ``$name`` in them (``postconf -x``).
+    """
+    assignments, config_directory = _read_assignments(path, environ, None, "override", None)
+    config = build_config(assignments, config_directory)
+    sources = _Sources({} if defaults else config.settings, config_directory)
+    if not names:
+        names = list(PARAMETERS) if defaults else list(non_default_settings(config))
+    pairs = []
+    for name in names:
+        raw = sources.raw(name)
+        if raw is None:
+            raise ConfigError(f"unknown parameter {name!r} (not a Postfix or sesrelay "
+                              "parameter)", name)
+        pairs.append((name, sources.expanded(name, name) if expand_values else raw))
+    return pairs
 
 

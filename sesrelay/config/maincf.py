@@ -27,6 +27,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ConfigWarning:
+    """A configuration warning: something that works, but not as a reader may expect."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True)
 class Assignment:
     """One ``name = value`` setting, with where it was made (``file:line`` or ``$VAR``)."""
 
@@ -35,16 +46,29 @@ class Assignment:
     where: str
 
 
-def parse_main_cf(text: str, source: str) -> list[Assignment]:
-    """Split main.cf text into assignments, in file order. Raises ConfigError on bad syntax."""
+def parse_main_cf(text: str, source: str,
+                  errors: list[ConfigError] | None = None) -> list[Assignment]:
+    """Split main.cf text into assignments, in file order.
+
+    A line with bad syntax raises ConfigError, or, when errors is a list, is recorded
+    there and skipped, so that one run can report every bad line.
+    """
     assignments: list[Assignment] = []
     pending: tuple[int, list[str]] | None = None
+
+    def report(error: ConfigError) -> None:
+        if errors is None:
+            raise error
+        errors.append(error)
 
     def finish() -> None:
         if pending is None:
             return
         lineno, parts = pending
-        assignments.append(_assignment(" ".join(parts), f"{source}:{lineno}"))
+        try:
+            assignments.append(_assignment(" ".join(parts), f"{source}:{lineno}"))
+        except ConfigError as exc:
+            report(exc)
 
     for lineno, raw in enumerate(text.splitlines(), start=1):
         stripped = raw.strip()
@@ -52,10 +76,11 @@ def parse_main_cf(text: str, source: str) -> list[Assignment]:
             continue
         if raw[0].isspace():
             if pending is None:
-                raise ConfigError(
+                report(ConfigError(
                     "continuation line (it starts with whitespace) with no parameter before it",
                     f"{source}:{lineno}",
-                )
+                ))
+                continue
             pending[1].append(stripped)
             continue
         finish()

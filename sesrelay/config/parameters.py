@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sesrelay.config import tables, values
-from sesrelay.config.maincf import Assignment
+from sesrelay.config.maincf import Assignment, ConfigWarning
 
 # SES v2 SendEmail accepts up to 40 MB per message, so no larger message is ever accepted.
 SES_MAX_MESSAGE_SIZE = 40 * 1024 * 1024
@@ -305,7 +305,7 @@ class Config:
     # Not parameters: what the loader learned on the way.
     settings: dict[str, Assignment] = field(default_factory=dict, compare=False, repr=False)
     ignored: tuple[tuple[Assignment, str], ...] = field(default=(), compare=False, repr=False)
-    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    warnings: tuple[ConfigWarning, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def authorized_destinations(self) -> tuple[tables.DomainList, ...]:

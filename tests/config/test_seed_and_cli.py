@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sesrelay.config import load_config
+from sesrelay.config import PARAMETERS, load_config
 
 SEED = Path(__file__).resolve().parents[2].parent / "shared/seed/postfix-main.cf-ses-relay.txt"
 SESRELAY = str(Path(sys.executable).parent / "sesrelay")
@@ -42,8 +43,8 @@ def test_seed_names_its_missing_tables(seed_cf: Path) -> None:
     assert result.returncode == 2
     line = next(i for i, text in enumerate(seed_cf.read_text().splitlines(), 1)
                 if text == "mynetworks = hash:/etc/postfix/network_table")
-    assert result.stderr.strip() == (f"sesrelay: {seed_cf}:{line}: cannot read table "
-                                     "/etc/postfix/network_table: No such file or directory")
+    assert (f"error: {seed_cf}:{line}: cannot read table /etc/postfix/network_table: No such "
+            "file or directory") in result.stdout.splitlines()
 
 
 def test_seed_with_its_tables_gives_a_sensible_config(seed_cf: Path, tmp_path: Path) -> None:
@@ -75,7 +76,7 @@ def test_seed_with_its_tables_gives_a_sensible_config(seed_cf: Path, tmp_path: P
 
     result = run("config", "check", str(seed_cf))
     assert result.returncode == 0, result.stderr
-    assert "ignored: relayhost" in result.stdout
+    assert "relayhost: outbound delivery is SES" in result.stdout
     assert "warning:" in result.stdout and "no local delivery" in result.stdout
     assert result.stdout.rstrip().endswith("ok (14 supported parameters set, 40 ignored)")
 
@@ -103,5 +104,51 @@ def test_config_check_reports_a_bad_value_with_file_and_line(tmp_path: Path) -> 
     main_cf.write_text("# relay\nmynetworks = 10.0.0.0/8,\n  10.300.0.0/16\n")
     result = run("config", "check", str(main_cf))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"sesrelay: {main_cf}:2: bad network '10.300.0.0/16': "
-                                     "not an IP address or CIDR")
+    assert result.stdout.splitlines()[0] == (f"error: {main_cf}:2: bad network "
+                                             "'10.300.0.0/16': not an IP address or CIDR")
+
+
+def test_config_check_lists_every_problem_in_one_run(tmp_path: Path) -> None:
+    main_cf = tmp_path / "main.cf"
+    main_cf.write_text("soft_bounce = perhaps\n"              # 1: bad value
+                       "relayhost = [x]:587\n"                # 2: ignored
+                       "this is not an assignment\n"          # 3: syntax
+                       "mydestination = example.com\n"        # 4: warning
+                       "relay_domians = example.com\n"        # 5: unknown name
+                       "myorigin = $nosuch\n"                 # 6: undefined reference
+                       "body_checks = regexp:/x\n"            # 7: refused Postfix parameter
+                       "message_size_limit = 99999999999\n"   # 8: beyond SES's ceiling
+                       )
+    result = run("config", "check", str(main_cf))
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    kinds = [(line.split(": ", 2)[0], line.split(": ", 2)[1]) for line in lines[:-1]]
+    assert kinds == [("error", f"{main_cf}:1"), ("ignored", f"{main_cf}:2"),
+                     ("error", f"{main_cf}:3"), ("warning", f"{main_cf}:4"),
+                     ("error", f"{main_cf}:5"), ("error", f"{main_cf}:6"),
+                     ("error", f"{main_cf}:7"), ("error", f"{main_cf}:8")]
+    assert "expected yes or no, got 'perhaps'" in lines[0]
+    assert "unknown parameter 'relay_domians'" in lines[4]
+    assert "$nosuch: no such parameter" in lines[5]
+    assert lines[-1] == f"{main_cf}: 6 errors, 1 warning (4 supported parameters set, 1 ignored)"
+
+
+def test_config_show_defaults_one_parameter_and_expansion(tmp_path: Path) -> None:
+    main_cf = tmp_path / "main.cf"
+    main_cf.write_text("myhostname = mx.example.com\nmail_name = Relay\n")
+    show = functools.partial(run, "config", "show")
+    assert show(str(main_cf), "smtpd_banner").stdout == (
+        "smtpd_banner = $myhostname ESMTP $mail_name\n")
+    assert show("-x", str(main_cf), "smtpd_banner", "relayhost").stdout == (
+        "smtpd_banner = mx.example.com ESMTP Relay\nrelayhost = \n")
+    assert show("-h", "-c", str(main_cf), "myhostname").stdout == "mx.example.com\n"
+    assert show("-x", str(main_cf)).stdout == "mail_name = Relay\nmyhostname = mx.example.com\n"
+    assert show("-d", str(main_cf), "mail_name", "soft_bounce").stdout == (
+        "mail_name = sesrelay\nsoft_bounce = no\n")
+    defaults = show("-d").stdout.splitlines()
+    assert defaults == [f"{name} = {info.default}" for name, info in PARAMETERS.items()]
+    assert "myorigin = localhost" in show("-dx", "myorigin", env={
+        "PATH": "/usr/bin:/bin", "SESRELAY_MYHOSTNAME": "localhost"}).stdout
+    unknown = show(str(main_cf), "relay_domians")
+    assert unknown.returncode == 2
+    assert "unknown parameter 'relay_domians'" in unknown.stderr

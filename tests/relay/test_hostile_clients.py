@@ -138,11 +138,11 @@ def test_unknown_mail_parameters_get_postfix_reply(start_relay) -> None:
         "555 5.5.4 Unsupported option: junk<")
     assert client.command(b"MAIL FROM:<a@b.example> SIZE=x") == (
         "501 5.5.4 Bad message size syntax")
-    assert client.command(b"MAIL FROM:<a@b.example> RET=HDRS") == (
-        "501 5.7.1 DSN support is disabled")
+    assert client.command(b"MAIL FROM:<a@b.example> RET=BODY") == (
+        "501 5.5.4 Bad RET parameter syntax")
     assert client.command(b"MAIL FROM:<a@b.example> BODY=8BITMIME") == "250 2.1.0 Ok"
-    assert client.command(b"RCPT TO:<c@d.example> NOTIFY=NEVER") == (
-        "501 5.7.1 DSN support is disabled")
+    assert client.command(b"RCPT TO:<c@d.example> NOTIFY=NEVER,DELAY") == (
+        "501 5.5.4 Error: Bad NOTIFY parameter syntax")
     assert client.command(b"RCPT TO c@d.example") == "501 5.5.4 Syntax: RCPT TO:<address>"
     assert client.command(b"DATA x") == "554 5.5.1 Error: no valid recipients"
     assert client.command(b"RSET x") == "501 5.5.4 Syntax: RSET"

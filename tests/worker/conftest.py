@@ -60,15 +60,18 @@ class Spool:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
     def put(self, raw: bytes, rcpt_to: list[str], mail_from: str = f"sender@{SENDER_DOMAIN}",
-            received: datetime | None = None, in_s3: bool = False) -> Envelope:
+            received: datetime | None = None, in_s3: bool = False,
+            **dsn: object) -> Envelope:
         """Spool a message as the relay does: inside the SQS envelope, or (in_s3, as for
-        a large message) an S3 object first."""
+        a large message) an S3 object first; dsn holds the envelope's DSN fields (ret,
+        envid, notify, orcpt)."""
         received = received or utc_now()
         queue_id = new_queue_id()
         key = object_key(queue_id, received)
         fields = {"queue_id": queue_id, "mail_from": mail_from, "rcpt_to": tuple(rcpt_to),
                   "size": len(raw), "client_address": "192.0.2.10",
-                  "client_helo": "client.example.com", "received_at": received.isoformat()}
+                  "client_helo": "client.example.com", "received_at": received.isoformat(),
+                  **dsn}
         if in_s3:
             self.s3.put_object(Bucket=BUCKET, Key=key, Body=raw)
             envelope = Envelope(**fields, bucket=BUCKET, key=key)  # type: ignore[arg-type]

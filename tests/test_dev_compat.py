@@ -1,0 +1,80 @@
+"""What real clients send, through `sesrelay dev` over real SMTP (issue 23): 8-bit
+content, and the outbox's account of each send."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+
+from tests.conftest import SESRELAY, DevRelay
+
+LATIN1 = ("From: app@example.com\r\nTo: anna@example.org\r\nSubject: caf\xe9\r\n"
+          "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+          "Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xe9 cr\xe8me br\xfbl\xe9e\r\n"
+          ).encode("latin-1")
+
+
+def send(dev: DevRelay, sender: str, recipients: list[str], message: bytes,
+         mail_options: tuple[str, ...] = (), rcpt_options: tuple[str, ...] = ()) -> None:
+    with smtplib.SMTP("127.0.0.1", dev.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.com")
+        client.sendmail(sender, recipients, message, mail_options=list(mail_options),
+                        rcpt_options=list(rcpt_options))
+
+
+def raw_bytes(sent: dict) -> bytes:
+    """The octets SES was given (the outbox keeps non-UTF-8 octets as surrogate escapes)."""
+    return sent["raw"].encode("utf-8", "surrogateescape")
+
+
+def test_8bit_latin1_content_is_sent_and_bounced_octet_for_octet(
+        dev_relay_module: DevRelay) -> None:
+    send(dev_relay_module, "app@example.com", ["anna@example.org"], LATIN1,
+         mail_options=("BODY=8BITMIME",))
+    # An unverified sender: SES refuses, and the worker bounces the 8-bit message.
+    send(dev_relay_module, "app@unverified.example", ["bert@example.org"],
+         LATIN1.replace(b"app@example.com", b"app@unverified.example"),
+         mail_options=("BODY=8BITMIME",))
+    sends = dev_relay_module.wait_for_outbox(
+        lambda sends: {"anna@example.org", "app@unverified.example"}
+        <= {r for s in sends for r in s["rcpt_to"]})
+    sent = next(s for s in sends if s["rcpt_to"] == ["anna@example.org"])
+    assert raw_bytes(sent).endswith(b"\r\n\r\nCaf\xe9 cr\xe8me br\xfbl\xe9e\r\n")
+    dsn = next(s for s in sends if s["rcpt_to"] == ["app@unverified.example"])
+    assert b"Final-Recipient: rfc822; bert@example.org" in raw_bytes(dsn)
+
+    listing = subprocess.run([SESRELAY, "outbox", "--endpoint", dev_relay_module.endpoint],
+                             capture_output=True, text=True, check=True, timeout=30)
+    assert "to=anna@example.org" in listing.stdout
+
+
+def test_outbox_says_where_its_messages_live(dev_relay_module: DevRelay) -> None:
+    listing = subprocess.run([SESRELAY, "outbox", "--endpoint", dev_relay_module.endpoint],
+                             capture_output=True, text=True, check=True, timeout=30)
+    assert listing.stdout.splitlines()[-1] == (
+        f"(held in the memory of `sesrelay dev`, in its AWS emulation at "
+        f"{dev_relay_module.endpoint}: gone when it stops)")
+
+
+def test_dsn_notify_never_and_success_over_smtp(dev_relay_module: DevRelay) -> None:
+    plain = b"From: dsn@unverified.example\r\nSubject: dsn\r\n\r\nhello\r\n"
+    with smtplib.SMTP("127.0.0.1", dev_relay_module.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.com")
+        assert client.has_extn("dsn")
+        # SES refuses the unverified sender: one recipient asked for no bounce.
+        client.mail("dsn@unverified.example", ["ENVID=run+2B1"])
+        assert client.rcpt("quiet@example.org", ["NOTIFY=NEVER"])[0] == 250
+        assert client.rcpt("loud@example.org", ["ORCPT=rfc822;loud@example.org"])[0] == 250
+        assert client.data(plain)[0] == 250
+        client.sendmail("dsn@example.com", ["told@example.org"],
+                        plain.replace(b"unverified.example", b"example.com"),
+                        rcpt_options=["NOTIFY=SUCCESS"])
+    sends = dev_relay_module.wait_for_outbox(lambda sends: {
+        "dsn@unverified.example", "dsn@example.com"} <= {r for s in sends for r in s["rcpt_to"]})
+    bounce = next(s for s in sends if s["rcpt_to"] == ["dsn@unverified.example"])
+    assert "Original-Envelope-Id: run+1" in bounce["raw"]
+    assert "Final-Recipient: rfc822; loud@example.org" in bounce["raw"]
+    assert "quiet@example.org" not in bounce["raw"]
+    notice = next(s for s in sends if s["rcpt_to"] == ["dsn@example.com"])
+    assert "Action: relayed" in notice["raw"]
+    assert "Final-Recipient: rfc822; told@example.org" in notice["raw"]
