@@ -19,12 +19,15 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sesrelay import maillog, telemetry
 from sesrelay.config import Config
+from sesrelay.config.tls import server_context
 from sesrelay.spool import MAX_ADDRESS_LENGTH, new_queue_id, object_key, utc_now
 from smtp_relay import replies
 from smtp_relay.handoff import Spool, SpoolError
-from smtp_relay.headers import apply_header_checks, received_header
+from smtp_relay.headers import apply_header_checks, protocol_name, received_header
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.policy import check_recipient, parse_recipient
+from smtp_relay.sasl import Login, login_of
+from smtp_relay.tls import TlsSession
 
 if TYPE_CHECKING:
     from smtp_relay.session import RelaySession
@@ -53,9 +56,15 @@ class Transaction:
     session: Session
     envelope: Envelope
     config: Config
+    tls: TlsSession | None = None
     reject: str | None = None
     discard: str | None = None
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def login(self) -> Login | None:
+        """The session's SMTP AUTH login, if any."""
+        return login_of(self.session)
 
     def start_body(self, header_lines: list[bytes], separator: bytes) -> bytearray:
         """Apply header_checks and return the message buffer: Received:, headers, separator.
@@ -66,11 +75,17 @@ class Transaction:
         checked = apply_header_checks(self.config.header_checks, header_lines,
                                       self.config.soft_bounce, self.queue_id)
         self.reject, self.discard = checked.reject, checked.discard
+        config, login = self.config, self.login
         buffer = bytearray(received_header(
             helo=self.session.host_name or "", client_address=client_address(self.session),
-            esmtp=bool(self.session.extended_smtp), hostname=self.config.myhostname,
-            mail_name=self.config.mail_name, queue_id=self.queue_id,
-            recipients=self.envelope.rcpt_tos, when=self.received_at))
+            protocol=protocol_name(bool(self.session.extended_smtp), self.tls is not None,
+                                   login is not None),
+            hostname=config.myhostname, mail_name=config.mail_name, queue_id=self.queue_id,
+            recipients=self.envelope.rcpt_tos, when=self.received_at,
+            tls_clause=(self.tls.received_clause()
+                        if self.tls and config.smtpd_tls_received_header else ""),
+            auth_clause=(f"(Authenticated sender: {login.username})"
+                         if login and config.smtpd_sasl_authenticated_header else "")))
         for header in checked.headers:
             buffer += header
         buffer += separator
@@ -88,6 +103,10 @@ class Relay:
         self.storing: set[Session] = set()  # sessions whose message is being stored
         self.draining = False
         self.connections: Counter[str] = Counter()  # per client address, this process
+        # STARTTLS's context (smtpd_tls_security_level may or encrypt), else None.
+        self.starttls_context = (
+            server_context(config, mandatory=config.tls_level == "encrypt")
+            if config.tls_level != "none" else None)
 
     def __dir__(self) -> list[str]:
         """Nothing: aiosmtpd scans dir() of the handler for hooks on every connection,
@@ -158,9 +177,10 @@ class Relay:
 
     # --- DATA ---------------------------------------------------------------------------
 
-    def begin_data(self, session: Session, envelope: Envelope) -> Transaction:
+    def begin_data(self, session: Session, envelope: Envelope,
+                   tls: TlsSession | None = None) -> Transaction:
         """A queue ID and timestamp for the message about to be read."""
-        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config)
+        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config, tls)
 
     async def finish_data(self, transaction: Transaction, message: bytearray) -> str:
         """header_checks' verdict, then the durable handoff; returns the reply to DATA."""

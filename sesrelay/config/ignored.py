@@ -29,9 +29,23 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"in_flow_delay|qmgr_.*|.*_destination_.*|default_process_limit|.*_process_limit|"
      r"initial_destination_concurrency|.*_concurrency_.*|.*_rate_delay",
      "delivery pace is set by ses_max_send_rate and Lambda concurrency"),
-    (r"smtpd_tls_.*|smtpd_sasl_.*|smtpd_use_tls|smtpd_enforce_tls|tls_.*",
-     "the relay is reached inside the VPC through an internal NLB; TLS and SASL are "
-     "not offered"),
+    (r"smtpd_tls_CAfile|smtpd_tls_CApath|smtpd_tls_ccert_verifydepth|"
+     r"smtpd_tls_fingerprint_digest",
+     "client certificates are never requested (smtpd_tls_ask_ccert is not supported)"),
+    (r"smtpd_tls_session_cache_.*|smtpd_tls_always_issue_session_ids",
+     "there is no TLS session cache; OpenSSL's session tickets apply"),
+    (r"smtpd_tls_dh1024_param_file|smtpd_tls_dh512_param_file|smtpd_tls_eecdh_grade",
+     "key exchange uses OpenSSL's built-in groups"),
+    (r"tls_.*", "Postfix's TLS library settings; sesrelay uses OpenSSL's defaults"),
+    (r"smtpd_sasl_type|smtpd_sasl_path|smtpd_sasl_service|cyrus_sasl_config_path",
+     "passwords are checked against sesrelay's own user table (sesrelay_sasl_users)"),
+    (r"smtpd_sasl_mechanism_filter",
+     "sesrelay offers PLAIN and LOGIN only (smtpd_sasl_security_options restricts them)"),
+    (r"smtpd_sasl_response_limit", "an AUTH response is limited like a command line"),
+    (r"smtpd_sasl_exceptions_networks",
+     "AUTH is offered to every client (credentials only ever widen what a client may do)"),
+    (r"smtpd_client_new_tls_session_rate_limit|smtpd_client_auth_rate_limit",
+     "no anvil rate limits; failed AUTH is limited by sesrelay_auth_failure_limit"),
     (r"bounce_.*|2bounce_.*|delay_.*|notify_classes|.*_notice_recipient|"
      r"double_bounce_sender|bounce_template_file",
      "bounces are sent by the worker (ses_bounce_sender)"),

@@ -16,6 +16,8 @@ from sesrelay import __version__
 from sesrelay.config.ignored import postfix_parameter_names, reason_ignored
 from sesrelay.config.maincf import Assignment, ConfigError, expand, parse_main_cf
 from sesrelay.config.parameters import PARAMETERS, SES_MAX_MESSAGE_SIZE, Config
+from sesrelay.config.sasl import check_sasl
+from sesrelay.config.tls import check_tls
 
 ENV_PREFIX = "SESRELAY_"
 ENV_CONFIG_FILE = "SESRELAY_CONFIG"
@@ -30,6 +32,19 @@ NOT_SILENTLY_IGNORED = frozenset({
     "mime_header_checks", "nested_header_checks", "smtpd_milters", "non_smtpd_milters",
     "content_filter", "smtpd_proxy_filter",
 })
+
+# TLS and SASL settings sesrelay does not implement, and whose silent ignoring would weaken
+# security or change whom the relay trusts: any value but empty or "no" is an error.
+REFUSED = {
+    "smtpd_tls_ask_ccert": "client certificates are not supported",
+    "smtpd_tls_req_ccert": "client certificates are not supported",
+    "smtpd_tls_chain_files": "use smtpd_tls_cert_file and smtpd_tls_key_file",
+    "smtpd_tls_eccert_file": "one certificate chain only: smtpd_tls_cert_file",
+    "smtpd_tls_eckey_file": "one certificate chain only: smtpd_tls_key_file",
+    "smtpd_tls_dcert_file": "one certificate chain only: smtpd_tls_cert_file",
+    "smtpd_tls_dkey_file": "one certificate chain only: smtpd_tls_key_file",
+    "smtpd_sasl_local_domain": "user names are matched exactly as clients send them",
+}
 
 # With addresses of at most MAX_ADDRESS_LENGTH octets, this many recipients keep an envelope
 # within SQS's 256 KiB message limit.
@@ -151,6 +166,10 @@ def build_config(assignments: list[Assignment], config_directory: str = "/etc/se
                 "mail that Postfix rejects: remove it, or express it with "
                 "smtpd_relay_restrictions, smtpd_recipient_restrictions or header_checks",
                 settings[name].where)
+    for name in REFUSED.keys() & settings.keys():
+        if settings[name].value.lower() not in ("", "no"):
+            raise ConfigError(f"{name} is not supported by sesrelay: {REFUSED[name]}",
+                              settings[name].where)
     ignored = tuple((a, reason_ignored(a.name)) for a in settings.values()
                     if a.name not in PARAMETERS)
     config = Config(**parsed, settings=settings, ignored=ignored,
@@ -188,6 +207,11 @@ def _check_consistency(config: Config) -> None:
     if not 0 < config.sesrelay_listen_port < 65536:
         raise ConfigError("sesrelay_listen_port must be a TCP port (1-65535)",
                           _where(config, "sesrelay_listen_port"))
+    if not 0 <= config.sesrelay_smtps_port < 65536:
+        raise ConfigError("sesrelay_smtps_port must be a TCP port (1-65535) or 0",
+                          _where(config, "sesrelay_smtps_port"))
+    check_tls(config)
+    check_sasl(config)
 
 
 def _warnings(parsed: dict[str, object], settings: dict[str, Assignment]) -> list[str]:
@@ -199,9 +223,9 @@ def _warnings(parsed: dict[str, object], settings: dict[str, Assignment]) -> lis
     for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
         restrictions = parsed[name]
         assert isinstance(restrictions, tuple)
-        if "permit_sasl_authenticated" in restrictions:
+        if "permit_sasl_authenticated" in restrictions and not parsed["smtpd_sasl_auth_enable"]:
             warnings.append(f"{settings[name].where}: permit_sasl_authenticated never matches: "
-                            "the relay offers no SASL authentication")
+                            "smtpd_sasl_auth_enable = no")
     return warnings
 
 
