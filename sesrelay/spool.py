@@ -85,6 +85,10 @@ class Envelope:
     received_at: str  # ISO 8601, UTC
     version: int = field(default=CONTRACT_VERSION)
     body: str = field(default="", repr=False)  # the message, base64; "" when in S3
+    # The client's SMTP AUTH user name (printable ASCII), "" when it did not authenticate.
+    # Optional in both directions: absent from older relays' envelopes, and ignored by
+    # older workers, so relays and workers of either version can meet in a deployment.
+    sasl_username: str = ""
 
     def to_json(self) -> str:
         """The SQS message body."""
@@ -92,6 +96,8 @@ class Envelope:
         data["rcpt_to"] = list(self.rcpt_to)
         if self.version == 1:
             del data["body"]
+        if not self.sasl_username:
+            del data["sasl_username"]
         return json.dumps(data, separators=(",", ":"))
 
     @property
@@ -144,6 +150,9 @@ class Envelope:
         body = data.get("body", "") if version == 2 else ""
         if not isinstance(body, str):
             raise ContractError("envelope field 'body' is not a str")
+        sasl_username = data.get("sasl_username", "")
+        if not isinstance(sasl_username, str):
+            raise ContractError("envelope field 'sasl_username' is not a str")
         if body:
             try:
                 base64.b64decode(body, validate=True)
@@ -152,7 +161,7 @@ class Envelope:
         elif not (data["bucket"] and data["key"]):
             raise ContractError("envelope has neither an inline body nor an S3 bucket and key")
         return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
-                      "version": version, "body": body})
+                      "version": version, "body": body, "sasl_username": sasl_username})
 
 
 def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket: str,
@@ -161,7 +170,7 @@ def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket
     else naming bucket and key (where the caller must store the message first).
 
     fields holds the other Envelope fields (queue_id, mail_from, rcpt_to, size,
-    client_address, client_helo, received_at)."""
+    client_address, client_helo, received_at, and sasl_username if any)."""
     # base64 is 4/3 of the message; the rest of an envelope is rarely over a few KB.
     if len(message) * 4 // 3 < INLINE_LIMIT:
         inline = Envelope(**fields, bucket="", key="",  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, protocol_name, received_header
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.policy import check_recipient, parse_recipient
-from smtp_relay.sasl import Login, login_of
+from smtp_relay.sasl import Authenticator, Login, login_of
 from smtp_relay.tls import TlsSession
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class Relay:
         self.storing: set[Session] = set()  # sessions whose message is being stored
         self.draining = False
         self.connections: Counter[str] = Counter()  # per client address, this process
+        self.authenticator = Authenticator(config) if config.smtpd_sasl_auth_enable else None
         # STARTTLS's context (smtpd_tls_security_level may or encrypt), else None.
         self.starttls_context = (
             server_context(config, mandatory=config.tls_level == "encrypt")
@@ -163,7 +164,10 @@ class Relay:
         if (not recipient.domain or not recipient.local_part
                 or len(recipient.address) > MAX_ADDRESS_LENGTH):
             return replies.BAD_ADDRESS
-        reply = check_recipient(self.config, client_address(session), recipient)
+        login = login_of(session)
+        reply = check_recipient(self.config, client_address(session), recipient,
+                                login.username if login else None,
+                                "" if envelope.mail_from == "<>" else envelope.mail_from or "")
         if reply:
             log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                      _client(session), reply, envelope.mail_from, address,
@@ -200,6 +204,9 @@ class Relay:
             "client_helo": session.host_name or "",
             "received_at": transaction.received_at.isoformat(),
         }
+        login = transaction.login
+        if login is not None:
+            fields["sasl_username"] = login.username
         started = time.monotonic()
         self.storing.add(session)
         try:
@@ -211,7 +218,9 @@ class Relay:
         finally:
             self.storing.discard(session)
         self.metrics.spool_latency((time.monotonic() - started) * 1000)
-        log.info("%s", maillog.client(queue_id, client_address(session)),
+        log.info("%s", maillog.client(queue_id, client_address(session),
+                                      login.method if login else "",
+                                      login.username if login else ""),
                  extra={"maillog_program": maillog.SMTPD})
         log.info("%s", maillog.queued(queue_id, spooled.mail_from, spooled.size,
                                       len(spooled.rcpt_to)),

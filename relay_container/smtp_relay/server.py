@@ -113,6 +113,8 @@ class RelayServer:
     async def start(self, reuse_port: bool = False) -> list[tuple[str, int]]:
         """Open the listening sockets; return the bound (host, port) pairs."""
         loop = asyncio.get_running_loop()
+        if self.relay.authenticator is not None:  # read at start; errors are logged
+            await self.relay.authenticator.table()
         bound = []
         for address in self.addresses:
             factory: Callable[[], asyncio.BaseProtocol] = functools.partial(
@@ -172,6 +174,8 @@ class RelayServer:
                 session.transport.close()
         for server in self._servers:
             await server.wait_closed()
+        if self.relay.authenticator is not None:
+            self.relay.authenticator.close()
         self.metrics.flush()
 
     async def _close_idle_until(self, deadline: float) -> None:

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, TypeVar
 from aiosmtpd.proxy_protocol import V2_CMD, ProxyData, get_proxy
 from aiosmtpd.smtp import SMTP, Session
 
+from sesrelay.config.sasl import mechanisms
 from sesrelay.spool import MAX_ADDRESS_LENGTH
-from smtp_relay import replies, tls
+from smtp_relay import replies, sasl, tls
 from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
 from smtp_relay.headers import is_header_start
 
@@ -455,10 +456,31 @@ class RelaySession(SMTP):
         return True
 
     def _security_extensions(self) -> list[str]:
-        """STARTTLS until TLS is on (when offered), in Postfix's place in the list."""
+        """STARTTLS until TLS is on (when offered), then AUTH with the mechanisms this
+        session may use, in Postfix's place in the list."""
+        config = self.relay.config
+        found = []
         if self.tls is None and self.relay.starttls_context is not None:
-            return ["STARTTLS"]
-        return []
+            found.append("STARTTLS")
+        offered = " ".join(mechanisms(config, self.tls is not None))
+        if offered:
+            found.append(f"AUTH {offered}")
+            if config.broken_sasl_auth_clients:
+                found.append(f"AUTH={offered}")
+        return found
+
+    @property
+    def client(self) -> str:
+        """The client's address (from the PROXY header behind the load balancer)."""
+        return self._client_address()
+
+    async def read_line(self) -> bytes:
+        """One line from the client, under the timeout (an AUTH response)."""
+        return await self._read_command()
+
+    async def smtp_AUTH(self, words: list[Token]) -> bool:
+        """AUTH (Postfix's smtpd_sasl_auth_cmd()): see sasl.auth_command."""
+        return await sasl.auth_command(self, [word.text for word in words])
 
     async def smtp_STARTTLS(self, words: list[Token]) -> bool:
         """STARTTLS (smtpd.c starttls_cmd()): a new session over TLS; what the client sent
@@ -492,6 +514,8 @@ class RelaySession(SMTP):
         self._set_rset_state()
         self.session.host_name = None
         self.session.extended_smtp = False
+        self.session.auth_data = None
+        self.session.authenticated = False
         return True
 
     async def smtp_MAIL(self, words: list[Token]) -> bool:
@@ -529,6 +553,10 @@ class RelaySession(SMTP):
             elif option.startswith(("RET=", "ENVID=")):
                 await self.push(replies.DSN_DISABLED)
                 return False
+            elif option.startswith("AUTH="):  # RFC 4954 5: accepted, and not trusted
+                if self.relay.authenticator is None:
+                    await self.push(sasl.AUTH_DISABLED)
+                    return False
             else:
                 await self.push(replies.unsupported_option(printable(word.text)))
                 return False
@@ -739,8 +767,8 @@ _COMMANDS: dict[str, Callable[[RelaySession, list[Token]], Awaitable[bool]]] = {
     "VRFY": RelaySession.smtp_VRFY,
     "QUIT": RelaySession.smtp_QUIT,
     "STARTTLS": RelaySession.smtp_STARTTLS,
-    # Postfix built without SASL; and no fast flush: ETRN has nothing to do.
-    "AUTH": RelaySession._not_implemented,
+    "AUTH": RelaySession.smtp_AUTH,
+    # No fast flush: ETRN has nothing to do.
     "ETRN": RelaySession._not_implemented,
 }
 

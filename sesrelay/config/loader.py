@@ -223,7 +223,8 @@ def _warnings(parsed: dict[str, object], settings: dict[str, Assignment]) -> lis
     for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
         restrictions = parsed[name]
         assert isinstance(restrictions, tuple)
-        if "permit_sasl_authenticated" in restrictions and not parsed["smtpd_sasl_auth_enable"]:
+        if ("permit_sasl_authenticated" in restrictions and name in settings
+                and not parsed["smtpd_sasl_auth_enable"]):
             warnings.append(f"{settings[name].where}: permit_sasl_authenticated never matches: "
                             "smtpd_sasl_auth_enable = no")
     return warnings

@@ -77,7 +77,8 @@ class Config:
         "Tables of valid recipients in relay_domains; unknown ones are rejected at RCPT.",
         RELAY)
     smtpd_relay_restrictions: tuple[str, ...] = _param(
-        values.parse_restrictions, "permit_mynetworks, reject_unauth_destination",
+        values.parse_restrictions,
+        "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
         "Relay-control restrictions, evaluated at RCPT TO.", RELAY)
     smtpd_recipient_restrictions: tuple[str, ...] = _param(
         values.parse_restrictions, "",
