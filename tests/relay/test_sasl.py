@@ -5,6 +5,7 @@ authenticated x relay domain x smtpd_tls_security_level."""
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import smtplib
 import socket
@@ -234,3 +235,27 @@ def test_policy_matrix(start_relay, chain: Chain, users: Path, level: str) -> No
         (False, True, True): "250", (False, True, False): "250",
         (False, False, True): plaintext or "250", (False, False, False): plaintext or "554",
     }
+
+
+def test_the_user_table_in_secrets_manager_is_reread(start_relay, chain: Chain,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sesrelay users add` writes the secret; the relay reads it at start and again once
+    sesrelay_sasl_users_refresh has passed (0s here: at every AUTH)."""
+    from sesrelay.cli import main
+
+    table = "secretsmanager:sesrelay-test/smtp-users"
+
+    def set_password(password: str) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        assert main(["users", "add", "alice", "--table", table, "--password-stdin"]) == 0
+
+    set_password("first password")
+    relay = start_relay(**auth_settings(chain, Path("unused"), sesrelay_sasl_users=table,
+                                        sesrelay_sasl_users_refresh="0s"))
+    assert authenticated_session(relay, chain, password="first password")[0].startswith(
+        b"235 ")
+    set_password("second password")
+    assert authenticated_session(relay, chain, password="first password")[0].startswith(
+        b"535 ")
+    assert authenticated_session(relay, chain, password="second password")[0].startswith(
+        b"235 ")
