@@ -69,6 +69,9 @@ def test_tls_tour_starttls_and_auth(tmp_path: Path) -> None:
         assert "<~  235 2.7.0 Authentication successful" in authenticated.stdout
         sends = dev.wait_for_outbox(lambda sends: len(sends) >= 2, timeout=30)
         assert any("with ESMTPSA id" in s["raw"] for s in sends)
+        trace = subprocess.run([SESRELAY, "trace", "someone@example.com", "--endpoint",
+                                dev.endpoint], capture_output=True, text=True, timeout=30)
+        assert "client=[127.0.0.1], sasl_username=app1, helo=<" in trace.stdout, trace.stdout
         printed = dev.output.read_text()
     match = re.search(r"TLS certificate (\S+) \(self-signed\), SHA-256 fingerprint (\S+)",
                       printed)
