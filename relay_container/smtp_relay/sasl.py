@@ -59,6 +59,7 @@ BAD_CREDENTIALS = "authentication failure"  # Cyrus SASL's SASL_BADAUTH text
 MAX_CLIENTS = 10_000  # the failure table's bound, per relay process
 _MAX_DELAY_FACTOR = 10
 _HASH_THREADS = 2
+_RETRY = 10.0  # seconds between tries while the user table has never been read
 _MAX_REMEMBERED = 10_000
 
 
@@ -144,17 +145,20 @@ class Authenticator:
         self._remembered: dict[str, tuple[str, bytes]] = {}
 
     async def table(self) -> UserTable | None:
-        """The user table, reread when older than the refresh interval; None when it
-        could never be read. A failed reread keeps the table read before."""
+        """The user table, reread when older than the refresh interval; None while it
+        cannot be read (tried again after at most _RETRY seconds). A failed reread keeps
+        the table read before."""
         loop = asyncio.get_running_loop()
+        refresh = self.config.sesrelay_sasl_users_refresh
         async with self._lock:
-            if self._table is None or loop.time() - self._loaded_at >= \
-                    self.config.sesrelay_sasl_users_refresh:
+            if loop.time() - self._loaded_at >= refresh or self._loaded_at == 0.0:
+                self._loaded_at = loop.time()
                 try:
                     self._table = await loop.run_in_executor(self._pool, self.store.load)
                 except UserTableError as exc:
                     log.error("SASL user table: %s", exc)
-                self._loaded_at = loop.time()
+                    if self._table is None:
+                        self._loaded_at -= refresh - min(refresh, _RETRY)
         return self._table
 
     async def check(self, table: UserTable, username: str, password: str) -> bool:
