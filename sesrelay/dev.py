@@ -20,9 +20,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sesrelay import aws, trail
+from sesrelay.certificates import CertificateFiles, fingerprint, self_signed
 from sesrelay.config import Config, env_name, load_config
 from sesrelay.timeouts import VISIBILITY_PER_TIMEOUT, WORKER_TIMEOUT
 
@@ -242,22 +244,58 @@ def dev_environment(resources: DevResources, config_file: str | None) -> dict[st
     return env
 
 
-def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
+@dataclass(frozen=True)
+class DevTls:
+    """`sesrelay dev --tls` and `--users`: the settings they add, and what to print."""
+
+    settings: dict[str, str]
+    certificate: CertificateFiles | None
+
+
+def dev_tls(config: Config, state: Path, tls: bool, users: str | None) -> DevTls:
+    """STARTTLS with a self-signed certificate (made once in state, for localhost,
+    127.0.0.1 and myhostname) unless main.cf names one; AUTH with the users table."""
+    settings: dict[str, str] = {}
+    certificate = None
+    if tls:
+        if config.tls_level == "none":
+            settings["smtpd_tls_security_level"] = "may"
+        if not config.smtpd_tls_cert_file:
+            directory = state / "dev-tls"
+            if (directory / "cert.pem").exists() and (directory / "key.pem").exists():
+                pem = (directory / "cert.pem").read_bytes()
+                certificate = CertificateFiles(directory / "cert.pem", directory / "key.pem",
+                                               fingerprint(pem))
+            else:
+                certificate = self_signed(directory, list(dict.fromkeys(
+                    ["localhost", "127.0.0.1", config.myhostname])))
+            settings["smtpd_tls_cert_file"] = str(certificate.cert_file)
+            settings["smtpd_tls_key_file"] = str(certificate.key_file)
+    if users:
+        settings["smtpd_sasl_auth_enable"] = "yes"
+        settings["sesrelay_sasl_users"] = users
+    return DevTls(settings, certificate)
+
+
+def run_dev(config_file: str | None, listen: str, aws_port: int, tls: bool = False,
+            users: str | None = None, state: Path | None = None) -> None:
     """Run the relay, the emulation and the local worker until interrupted."""
     import asyncio
 
-    from smtp_relay.server import Listener, check_port_free, parse_listen, run
+    from smtp_relay.server import Listener, check_port_free, parse_listen, run, smtps_listeners
 
     address = parse_listen(listen)
     check_port_free(address)
     check_port_free(Listener("127.0.0.1", aws_port))
     point_at_emulation(aws_port)
     config = load_config(config_file)
+    security = dev_tls(config, state or Path("."), tls, users)
     emulation = start_emulation(aws_port)
     try:
         resources = create_resources(config)
         os.environ.update(dev_environment(resources, config_file))
-        config = load_config(config_file)
+        config = load_config(config_file, overrides=security.settings,
+                             overrides_source="sesrelay dev")
         events = None
         if config.ses_configuration_set:  # before the first send: SES publishes its events
             from ses_events.handler import handler as events_handler
@@ -271,9 +309,16 @@ def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
 
         def ready(bound: list[tuple[str, int]]) -> None:
             host, port = bound[0]
+            starttls = " --tls" if config.tls_level != "none" else ""
             print(f"sesrelay dev: SMTP relay on {host}:{port}, AWS emulation on "
                   f"{emulation_endpoint(aws_port)}\n"
-                  f"  try:  swaks --server {host}:{port} --to someone@example.com\n"
+                  + "".join(f"  implicit TLS on {h}:{p}\n" for h, p in bound[1:])
+                  + (f"  TLS certificate {security.certificate.cert_file} (self-signed), "
+                     f"SHA-256 fingerprint {security.certificate.fingerprint}\n"
+                     if security.certificate else "")
+                  + (f"  SMTP AUTH users in {config.sesrelay_sasl_users}\n"
+                     if config.smtpd_sasl_auth_enable else "")
+                  + f"  try:  swaks --server {host}:{port}{starttls} --to someone@example.com\n"
                   f"  then: sesrelay outbox\n"
                   f"  verified SES identities: {', '.join(resources.identities)}\n"
                   "  state (queue, outbox, trail) is in memory: gone when dev stops"
@@ -281,7 +326,9 @@ def run_dev(config_file: str | None, listen: str, aws_port: int) -> None:
                      f" go to the trail table {resources.trail_table}" if events else ""),
                   flush=True)
 
-        asyncio.run(run(config, [address], drain_timeout=5, on_ready=ready))
+        addresses = [Listener(address.host, address.port, config.smtpd_tls_wrappermode),
+                     *smtps_listeners(config, [address.host])]
+        asyncio.run(run(config, addresses, drain_timeout=5, on_ready=ready))
         worker.stopping.set()  # each loop ends within a poll (1 s): stop them together
         if events:
             events.stop()

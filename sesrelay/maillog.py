@@ -66,9 +66,13 @@ def removed(queue_id: str) -> str:
     return f"{queue_id}: removed"
 
 
-def client(queue_id: str, address: str) -> str:
-    """The smtpd line that starts a message (pflogsumm counts it as received)."""
-    return f"{queue_id}: client={client_name(address)}"
+def client(queue_id: str, address: str, sasl_method: str = "", sasl_username: str = "") -> str:
+    """The smtpd line that starts a message (pflogsumm counts it as received), with the
+    SMTP AUTH mechanism and user name when the client authenticated."""
+    line = f"{queue_id}: client={client_name(address)}"
+    if sasl_username:
+        line += f", sasl_method={printable(sasl_method)}, sasl_username={printable(sasl_username)}"
+    return line
 
 
 def queued(queue_id: str, sender: str, size: int, nrcpt: int) -> str:

@@ -31,11 +31,17 @@ from sesrelay.logformat import MAILLOG_TEXT, MaillogFormatter
 RELAY_LOGGERS = "sesrelay"
 
 
+def state_directory() -> Path:
+    """``$XDG_STATE_HOME/sesrelay`` (``~/.local/state/sesrelay`` when unset): where
+    `sesrelay dev` keeps its maillog file and its TLS certificate."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "sesrelay"
+
+
 def default_path(aws_port: int) -> Path:
     """Where `sesrelay dev --aws-port aws_port` writes its maillog by default:
-    ``$XDG_STATE_HOME/sesrelay/dev-<port>.maillog`` (``~/.local/state`` when unset)."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "sesrelay" / f"dev-{aws_port}.maillog"
+    ``$XDG_STATE_HOME/sesrelay/dev-<port>.maillog``."""
+    return state_directory() / f"dev-{aws_port}.maillog"
 
 
 def wanted(record: logging.LogRecord) -> bool:

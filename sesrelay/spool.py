@@ -107,6 +107,10 @@ class Envelope:
     envid: str = ""
     notify: tuple[str, ...] = ()
     orcpt: tuple[str, ...] = ()
+    # The client's SMTP AUTH user name (printable ASCII), "" when it did not authenticate.
+    # Optional in both directions: absent from older relays' envelopes, and ignored by
+    # older workers, so relays and workers of either version can meet in a deployment.
+    sasl_username: str = ""
 
     def to_json(self) -> str:
         """The SQS message body."""
@@ -124,6 +128,8 @@ class Envelope:
                 data[name] = list(data[name]) if isinstance(data[name], tuple) else data[name]
             else:
                 del data[name]
+        if not self.sasl_username:
+            del data["sasl_username"]
         return json.dumps(data, separators=(",", ":"))
 
     def original_recipient(self, recipient: str) -> str:
@@ -192,6 +198,9 @@ class Envelope:
         body = data.get("body", "") if version == 2 else ""
         if not isinstance(body, str):
             raise ContractError("envelope field 'body' is not a str")
+        sasl_username = data.get("sasl_username", "")
+        if not isinstance(sasl_username, str):
+            raise ContractError("envelope field 'sasl_username' is not a str")
         if body:
             try:
                 base64.b64decode(body, validate=True)
@@ -211,7 +220,8 @@ class Envelope:
         dsn = _dsn_fields(data, len(data["rcpt_to"]))
         return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
                       "version": version, "body": body, "orig_mail_from": orig_mail_from,
-                      "orig_rcpt_to": tuple(orig_rcpt_to), **dsn})
+                      "orig_rcpt_to": tuple(orig_rcpt_to), "sasl_username": sasl_username,
+                      **dsn})
 
 
 _DSN_FIELDS = ("ret", "envid", "notify", "orcpt")
@@ -246,8 +256,8 @@ def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket
     else naming bucket and key (where the caller must store the message first).
 
     fields holds the other Envelope fields (queue_id, mail_from, rcpt_to, size,
-    client_address, client_helo, received_at, and orig_mail_from / orig_rcpt_to when
-    addresses were rewritten)."""
+    client_address, client_helo, received_at, orig_mail_from / orig_rcpt_to when
+    addresses were rewritten, the DSN fields, and sasl_username if any)."""
     # base64 is 4/3 of the message; the rest of an envelope is rarely over a few KB.
     if len(message) * 4 // 3 < INLINE_LIMIT:
         inline = Envelope(**fields, bucket="", key="",  # type: ignore[arg-type]

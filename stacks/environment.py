@@ -49,6 +49,21 @@ STACK_PARAMETERS = (
     "sesrelay_proxy_networks",
 )
 
+# TLS and SMTP AUTH need a certificate and a user table in the task (from Secrets Manager),
+# which these stacks do not provide yet: asking for them fails synthesis, rather than
+# deploying a relay that would speak plain SMTP or refuse every login.
+NOT_DEPLOYABLE_YET = (
+    "smtpd_tls_security_level",
+    "smtpd_use_tls",
+    "smtpd_enforce_tls",
+    "smtpd_tls_wrappermode",
+    "sesrelay_smtps_port",
+    "smtpd_tls_cert_file",
+    "smtpd_sasl_auth_enable",
+    "sesrelay_sasl_users",
+)
+_OFF = ("", "no", "false", "none", "0")
+
 # The SMTP port applications connect to on the load balancer, and the port the
 # non-root relay listens on in its container (ports below 1024 would need root).
 SMTP_PORT = 25
@@ -284,6 +299,12 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
     if fixed:
         raise SettingsError(f"{relay_reader.where}: {', '.join(fixed)} cannot be set here: "
                             "the deployment sets them from the resources it creates")
+    asked = [name for name in NOT_DEPLOYABLE_YET
+             if name in relay and str(relay[name]).strip().lower() not in _OFF]
+    if asked:
+        raise SettingsError(f"{relay_reader.where}: {', '.join(asked)}: TLS and SMTP AUTH "
+                            "cannot be deployed with these stacks yet (the certificate and "
+                            "the user table from Secrets Manager are not provided)")
     config = config_from_mapping(relay, source=relay_reader.where)
 
     retention = env.integer("log_retention_days", 90, 1, 3653)

@@ -93,6 +93,7 @@ class DevRelay:
 
     smtp_port: int
     endpoint: str
+    output: Path  # what `sesrelay dev` printed on stdout
 
     def outbox(self) -> list[dict[str, Any]]:
         """`sesrelay outbox --json`, parsed."""
@@ -113,8 +114,9 @@ class DevRelay:
 
 
 @contextlib.contextmanager
-def _running_dev(tmp_path: Path) -> Iterator[DevRelay]:
-    """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net."""
+def running_dev(tmp_path: Path, *options: str) -> Iterator[DevRelay]:
+    """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net and
+    any further command-line options."""
     smtp_port, aws_port = free_port(), free_port()
     main_cf = tmp_path / "main.cf"
     main_cf.write_text("myhostname = relay.example.net\n"
@@ -124,13 +126,15 @@ def _running_dev(tmp_path: Path) -> Iterator[DevRelay]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")  # dev's maillog file, not in $HOME
-    process = subprocess.Popen(
-        [SESRELAY, "dev", "--config", str(main_cf), "--listen", f"127.0.0.1:{smtp_port}",
-         "--aws-port", str(aws_port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = tmp_path / "dev.out"
+    with output.open("wb") as stdout:
+        process = subprocess.Popen(
+            [SESRELAY, "dev", "--config", str(main_cf), "--listen", f"127.0.0.1:{smtp_port}",
+             "--aws-port", str(aws_port), *options],
+            env=env, stdout=stdout, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(smtp_port, process)
-        yield DevRelay(smtp_port, f"http://127.0.0.1:{aws_port}")
+        yield DevRelay(smtp_port, f"http://127.0.0.1:{aws_port}", output)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -143,12 +147,12 @@ def _running_dev(tmp_path: Path) -> Iterator[DevRelay]:
 @pytest.fixture
 def dev_relay(tmp_path: Path) -> Iterator[DevRelay]:
     """`sesrelay dev` for one test."""
-    with _running_dev(tmp_path) as running:
+    with running_dev(tmp_path) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def dev_relay_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRelay]:
     """`sesrelay dev` shared by the tests of one module."""
-    with _running_dev(tmp_path_factory.mktemp("dev")) as running:
+    with running_dev(tmp_path_factory.mktemp("dev")) as running:
         yield running

@@ -86,3 +86,20 @@ def test_empty_recipient_list_is_refused() -> None:
     body["rcpt_to"] = []
     with pytest.raises(ContractError, match="non-empty list"):
         Envelope.from_json(json.dumps(body))
+
+
+def test_the_sasl_user_is_optional_in_both_directions() -> None:
+    """An envelope without sasl_username (older relays) reads as "", and one without a
+    login carries no such field, byte for byte what older relays sent; with a login the
+    field is there, and older workers, which read only the fields they know, ignore it."""
+    plain = envelope(("a@example.org",))
+    assert "sasl_username" not in json.loads(plain.to_json())
+    assert Envelope.from_json(plain.to_json()).sasl_username == ""
+    data = json.loads(plain.to_json())
+    data["sasl_username"] = "app1"
+    parsed = Envelope.from_json(json.dumps(data))
+    assert parsed.sasl_username == "app1"
+    assert Envelope.from_json(parsed.to_json()) == parsed
+    data["sasl_username"] = 7
+    with pytest.raises(ContractError, match="sasl_username"):
+        Envelope.from_json(json.dumps(data))

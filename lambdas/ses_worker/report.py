@@ -122,7 +122,9 @@ class Report:
                       envelope.queue_id, trail.RECEIVED, at=received_at,
                       sender=envelope.mail_from, recipients=list(envelope.rcpt_to),
                       size=envelope.size, client_address=envelope.client_address,
-                      client_helo=envelope.client_helo, sqs_message_id=sqs_message_id),
+                      client_helo=envelope.client_helo, sqs_message_id=sqs_message_id,
+                      **({"sasl_username": envelope.sasl_username}
+                         if envelope.sasl_username else {})),
                   *self.writer.recipient_items(envelope.queue_id, envelope.rcpt_to,
                                                received_at))
         self.flush(envelope.queue_id)  # mailq lists it from now on

@@ -98,14 +98,25 @@ def _address_literal(address: str) -> str:
     return f"IPv6:{ip}" if ip.version == 6 else str(ip)
 
 
-def received_header(*, helo: str, client_address: str, esmtp: bool, hostname: str,
+def protocol_name(esmtp: bool, tls: bool, authenticated: bool) -> str:
+    """The 'with' of Received: SMTP, or ESMTP with RFC 3848's S (TLS) and A (AUTH)."""
+    if not esmtp:
+        return "SMTP"
+    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+
+
+def received_header(*, helo: str, client_address: str, protocol: str, hostname: str,
                     mail_name: str, queue_id: str, recipients: list[str],
-                    when: datetime) -> bytes:
-    """A Postfix-style Received: header; 'for <rcpt>' only when there is one recipient."""
-    lines = [
-        f"Received: from {helo or 'unknown'} (unknown [{_address_literal(client_address)}])",
-        f"\tby {hostname} ({mail_name}) with {'ESMTP' if esmtp else 'SMTP'} id {queue_id}",
-    ]
+                    when: datetime, tls_clause: str = "", auth_clause: str = "") -> bytes:
+    """A Postfix-style Received: header; 'for <rcpt>' only when there is one recipient.
+    tls_clause (smtpd_tls_received_header) and auth_clause (smtpd_sasl_authenticated_
+    header) are comments in Postfix's places, between the client and 'by'."""
+    lines = [f"Received: from {helo or 'unknown'} (unknown [{_address_literal(client_address)}])"]
+    if tls_clause:
+        lines += [f"\t{tls_clause}", "\t(No client certificate requested)"]
+    if auth_clause:
+        lines.append(f"\t{auth_clause}")
+    lines.append(f"\tby {hostname} ({mail_name}) with {protocol} id {queue_id}")
     stamp = format_datetime(when)
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {stamp}")

@@ -1,8 +1,10 @@
 """Postfix's recipient policy: smtpd_relay_restrictions, smtpd_recipient_restrictions,
-reject_unauth_destination with relay_domains, relay_recipient_maps and soft_bounce.
+reject_unauth_destination with relay_domains, relay_recipient_maps, SMTP AUTH
+(permit_sasl_authenticated, the reject_*_sender_login_mismatch family with
+smtpd_sender_login_maps) and soft_bounce.
 
-Pure functions of the configuration, the client address and the address, so every rule
-is testable without a socket.
+Pure functions of the configuration, the client (address and SASL login), the sender and
+the recipient, so every rule is testable without a socket.
 """
 
 from __future__ import annotations
@@ -84,13 +86,47 @@ def _unknown_user(config: Config, recipient: Recipient, rewrites: Rewrites) -> s
             "Recipient address rejected: User unknown in relay recipient table")
 
 
+def sender_login_mismatch(config: Config, restriction: str, login: str | None,
+                          sender: str) -> str | None:
+    """reject_sender_login_mismatch and its variants (postconf(5)): the reply, or None.
+
+    A sender that smtpd_sender_login_maps lists must come from a client logged in as one
+    of its owners (the "unauthenticated" half); a logged-in client may only use senders
+    it owns (the "authenticated" half). reject_known_... applies the authenticated half
+    to listed senders only. The null sender is never checked."""
+    if not sender:
+        return None
+    owners = config.smtpd_sender_login_maps.owners_of(sender)
+    if login is None:
+        if owners is not None and restriction in ("reject_sender_login_mismatch",
+                                                  "reject_known_sender_login_mismatch",
+                                                  "reject_unauthenticated_sender_login_mismatch"):
+            return f"553 5.7.1 <{sender}>: Sender address rejected: not logged in"
+        return None
+    if restriction == "reject_unauthenticated_sender_login_mismatch":
+        return None
+    if owners is None and restriction == "reject_known_sender_login_mismatch":
+        return None
+    if owners is None or login not in owners:
+        return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
+    return None
+
+
 def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str,
-              recipient: Recipient, rewrites: Rewrites) -> str | None:
+              recipient: Recipient, rewrites: Rewrites, login: str | None,
+              sender: str) -> str | None:
     """Run one restriction list. None means permitted (or no decision); else a reply."""
     for restriction in restrictions:
         if restriction == "permit_mynetworks":
             if client_address in config.mynetworks:
                 return None
+        elif restriction == "permit_sasl_authenticated":
+            if login is not None:
+                return None
+        elif restriction.endswith("sender_login_mismatch"):
+            reply = sender_login_mismatch(config, restriction, login, sender)
+            if reply:
+                return reply
         elif restriction == "permit_auth_destination":
             if is_authorized_destination(config, recipient):
                 return None
@@ -112,20 +148,23 @@ def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str
         elif restriction == "defer":
             return (f"450 4.7.1 <{recipient.written}>: Recipient address rejected: "
                     "Access denied")
-        # permit_sasl_authenticated never matches (no SASL); dunno decides nothing.
+        # dunno decides nothing.
     return None
 
 
 def check_recipient(config: Config, client_address: str, recipient: Recipient,
-                    rewrites: Rewrites) -> str | None:
+                    rewrites: Rewrites, login: str | None = None,
+                    sender: str = "") -> str | None:
     """The RCPT TO decision: None to accept, or the reply that rejects (soft_bounce applied).
+    login is the client's SASL user name (None: not authenticated).
 
     As in Postfix: smtpd_relay_restrictions, then smtpd_recipient_restrictions, then the
     implicit reject_unlisted_recipient for virtual_alias_domains and relay_recipient_maps
     (smtpd_reject_unlisted_recipient = yes), which applies to trusted clients too.
     """
     for restrictions in (config.smtpd_relay_restrictions, config.smtpd_recipient_restrictions):
-        reply = _evaluate(config, restrictions, client_address, recipient, rewrites)
+        reply = _evaluate(config, restrictions, client_address, recipient, rewrites, login,
+                          sender)
         if reply:
             return replies.soften(reply, config.soft_bounce)
     reply = _unknown_user(config, recipient, rewrites)

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sesrelay import maillog, telemetry
 from sesrelay.config import Config
+from sesrelay.config.tls import server_context
 from sesrelay.spool import MAX_ADDRESS_LENGTH, envelope_fits, new_queue_id, object_key, utc_now
 from smtp_relay import dsn_params, replies
 from smtp_relay.cleanup import (
@@ -29,9 +30,11 @@ from smtp_relay.cleanup import (
     Rewritten,
 )
 from smtp_relay.handoff import Spool, SpoolError
-from smtp_relay.headers import apply_header_checks, received_header
+from smtp_relay.headers import apply_header_checks, protocol_name, received_header
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.policy import check_recipient, parse_recipient
+from smtp_relay.sasl import Authenticator, Login, login_of
+from smtp_relay.tls import TlsSession
 
 if TYPE_CHECKING:
     from smtp_relay.session import RelaySession
@@ -60,6 +63,7 @@ class Transaction:
     session: Session
     envelope: Envelope
     config: Config
+    tls: TlsSession | None = None
     reject: str | None = None
     discard: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -71,6 +75,11 @@ class Transaction:
                 and client_address(self.session)
                 not in self.config.smtpd_forbid_bare_newline_exclusions)
 
+    @property
+    def login(self) -> Login | None:
+        """The session's SMTP AUTH login, if any."""
+        return login_of(self.session)
+
     def start_body(self, header_lines: list[bytes], separator: bytes) -> bytearray:
         """Apply header_checks and return the message buffer: Received:, headers, separator.
 
@@ -80,11 +89,17 @@ class Transaction:
         checked = apply_header_checks(self.config.header_checks, header_lines,
                                       self.config.soft_bounce, self.queue_id)
         self.reject, self.discard = checked.reject, checked.discard
+        config, login = self.config, self.login
         buffer = bytearray(received_header(
             helo=self.session.host_name or "", client_address=client_address(self.session),
-            esmtp=bool(self.session.extended_smtp), hostname=self.config.myhostname,
-            mail_name=self.config.mail_name, queue_id=self.queue_id,
-            recipients=self.envelope.rcpt_tos, when=self.received_at))
+            protocol=protocol_name(bool(self.session.extended_smtp), self.tls is not None,
+                                   login is not None),
+            hostname=config.myhostname, mail_name=config.mail_name, queue_id=self.queue_id,
+            recipients=self.envelope.rcpt_tos, when=self.received_at,
+            tls_clause=(self.tls.received_clause()
+                        if self.tls and config.smtpd_tls_received_header else ""),
+            auth_clause=(f"(Authenticated sender: {login.username})"
+                         if login and config.smtpd_sasl_authenticated_header else "")))
         for header in checked.headers:
             buffer += header
         buffer += separator
@@ -103,6 +118,11 @@ class Relay:
         self.storing: set[Session] = set()  # sessions whose message is being stored
         self.draining = False
         self.connections: Counter[str] = Counter()  # per client address, this process
+        self.authenticator = Authenticator(config) if config.smtpd_sasl_auth_enable else None
+        # STARTTLS's context (smtpd_tls_security_level may or encrypt), else None.
+        self.starttls_context = (
+            server_context(config, mandatory=config.tls_level == "encrypt")
+            if config.tls_level != "none" else None)
 
     def __dir__(self) -> list[str]:
         """Nothing: aiosmtpd scans dir() of the handler for hooks on every connection,
@@ -161,8 +181,10 @@ class Relay:
         if (not recipient.domain or not recipient.local_part
                 or len(recipient.address) > MAX_ADDRESS_LENGTH):
             return replies.BAD_ADDRESS
+        login = login_of(session)
         reply = check_recipient(self.config, client_address(session), recipient,
-                                self.cleanup.knows)
+                                self.cleanup.knows, login.username if login else None,
+                                "" if envelope.mail_from == "<>" else envelope.mail_from or "")
         if reply:
             log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                      _client(session), reply, envelope.mail_from, address,
@@ -176,9 +198,10 @@ class Relay:
 
     # --- DATA ---------------------------------------------------------------------------
 
-    def begin_data(self, session: Session, envelope: Envelope) -> Transaction:
+    def begin_data(self, session: Session, envelope: Envelope,
+                   tls: TlsSession | None = None) -> Transaction:
         """A queue ID and timestamp for the message about to be read."""
-        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config)
+        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config, tls)
 
     async def finish_data(self, transaction: Transaction, message: bytearray) -> str:
         """header_checks' verdict, then the durable handoff; returns the reply to DATA."""
@@ -211,6 +234,9 @@ class Relay:
         if rewritten.changed:
             fields["orig_mail_from"] = rewritten.original_mail_from
             fields["orig_rcpt_to"] = tuple(old for old, _ in rewritten.recipients)
+        login = transaction.login
+        if login is not None:
+            fields["sasl_username"] = login.username
         key = object_key(queue_id, transaction.received_at)
         if not envelope_fits(fields, self.config.sesrelay_spool_bucket, key):
             return replies.soften(replies.TOO_MANY_EXPANDED, self.config.soft_bounce)
@@ -224,7 +250,9 @@ class Relay:
         finally:
             self.storing.discard(session)
         self.metrics.spool_latency((time.monotonic() - started) * 1000)
-        log.info("%s", maillog.client(queue_id, client_address(session)),
+        log.info("%s", maillog.client(queue_id, client_address(session),
+                                      login.method if login else "",
+                                      login.username if login else ""),
                  extra={"maillog_program": maillog.SMTPD})
         _log_rewriting(queue_id, rewritten)
         log.info("%s", maillog.queued(queue_id, spooled.mail_from, spooled.size,

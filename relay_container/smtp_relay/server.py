@@ -16,19 +16,23 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import functools
 import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sesrelay.config import Config, ConfigError
+from sesrelay.config.tls import server_context
 from sesrelay.timeouts import DRAIN_SECONDS
 from smtp_relay.handoff import Spool
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.relay import Relay
 from smtp_relay.session import RelaySession
+from smtp_relay.tls import ImplicitTlsGate
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -41,15 +45,31 @@ ANSWER_GRACE = 2.0
 
 @dataclass(frozen=True)
 class Listener:
-    """One address to listen on."""
+    """One address to listen on; implicit_tls: TLS from the first octet (port 465)."""
 
     host: str
     port: int
+    implicit_tls: bool = False
 
 
 def listeners(config: Config) -> list[Listener]:
-    """Addresses from inet_interfaces, inet_protocols and sesrelay_listen_port."""
-    port = config.sesrelay_listen_port
+    """Addresses from inet_interfaces, inet_protocols and sesrelay_listen_port (implicit
+    TLS with smtpd_tls_wrappermode), and sesrelay_smtps_port (implicit TLS) when set."""
+    hosts = listen_hosts(config)
+    found = [Listener(h, config.sesrelay_listen_port, config.smtpd_tls_wrappermode)
+             for h in hosts]
+    return found + smtps_listeners(config, hosts)
+
+
+def smtps_listeners(config: Config, hosts: list[str]) -> list[Listener]:
+    """The implicit-TLS listeners of sesrelay_smtps_port on hosts (none when it is 0)."""
+    if not config.sesrelay_smtps_port:
+        return []
+    return [Listener(h, config.sesrelay_smtps_port, implicit_tls=True) for h in hosts]
+
+
+def listen_hosts(config: Config) -> list[str]:
+    """The addresses of inet_interfaces and inet_protocols."""
     hosts: list[str] = []
     for interface in config.inet_interfaces:
         if interface == "all":
@@ -60,7 +80,7 @@ def listeners(config: Config) -> list[Listener]:
                       if p in config.inet_protocols]
         else:
             hosts.append(interface.strip("[]"))
-    return [Listener(h, port) for h in dict.fromkeys(hosts)]
+    return list(dict.fromkeys(hosts))
 
 
 def parse_listen(text: str) -> Listener:
@@ -88,15 +108,23 @@ class RelayServer:
                                          config.sesrelay_spool_queue_url,
                                          config.sesrelay_idempotency_table), self.metrics)
         self._servers: list[asyncio.Server] = []
+        self._wrapper_context: ssl.SSLContext | None = None
 
     async def start(self, reuse_port: bool = False) -> list[tuple[str, int]]:
         """Open the listening sockets; return the bound (host, port) pairs."""
         loop = asyncio.get_running_loop()
+        if self.relay.authenticator is not None:  # read at start; errors are logged
+            await self.relay.authenticator.table()
         bound = []
         for address in self.addresses:
+            factory: Callable[[], asyncio.BaseProtocol] = functools.partial(
+                RelaySession, self.relay)
+            if address.implicit_tls:
+                factory = functools.partial(ImplicitTlsGate, self.relay,
+                                            self._implicit_tls_context())
             try:
                 server = await loop.create_server(
-                    lambda: RelaySession(self.relay), address.host, address.port,
+                    factory, address.host, address.port,
                     reuse_address=True, reuse_port=reuse_port, backlog=1024)
             except OSError as exc:
                 if address.host == "::" and exc.errno in _NO_IPV6 and len(self.addresses) > 1:
@@ -108,8 +136,15 @@ class RelayServer:
             for sock in server.sockets:
                 name = sock.getsockname()
                 bound.append((name[0], name[1]))
-                log.info("listening on %s port %d", name[0], name[1])
+                log.info("listening on %s port %d%s", name[0], name[1],
+                         " (implicit TLS)" if address.implicit_tls else "")
         return bound
+
+    def _implicit_tls_context(self) -> ssl.SSLContext:
+        """An implicit-TLS listener accepts TLS only: the mandatory settings apply."""
+        if self._wrapper_context is None:
+            self._wrapper_context = server_context(self.config, mandatory=True)
+        return self._wrapper_context
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let transactions finish, 421 the idle, then close everything.
@@ -139,6 +174,8 @@ class RelayServer:
                 session.transport.close()
         for server in self._servers:
             await server.wait_closed()
+        if self.relay.authenticator is not None:
+            self.relay.authenticator.close()
         self.metrics.flush()
 
     async def _close_idle_until(self, deadline: float) -> None:

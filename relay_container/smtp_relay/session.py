@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, TypeVar
 from aiosmtpd.proxy_protocol import V2_CMD, ProxyData, get_proxy
 from aiosmtpd.smtp import SMTP, Session
 
+from sesrelay.config.sasl import mechanisms
 from sesrelay.long_lines import MAX_LINE, lines_fit, signed_with_long_lines
 from sesrelay.spool import MAX_ADDRESS_LENGTH
-from smtp_relay import dsn_params, replies
+from smtp_relay import dsn_params, replies, sasl, tls
 from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
 from smtp_relay.headers import is_header_start
 
@@ -76,8 +77,12 @@ class _Lost(Exception):
 class RelaySession(SMTP):
     """An SMTP connection to the relay."""
 
-    def __init__(self, relay: Relay, **kwargs: object) -> None:
+    def __init__(self, relay: Relay, proxy_header: bytes | None = None,
+                 **kwargs: object) -> None:
         self.relay = relay
+        # Implicit TLS: the PROXY header, read in clear text before the handshake.
+        self._proxy_header = proxy_header
+        self.tls: tls.TlsSession | None = None
         config = relay.config
         super().__init__(
             relay,
@@ -116,6 +121,8 @@ class RelaySession(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the relay so that a drain can find idle sessions."""
+        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
+            self.tls = tls.TlsSession.of(transport)
         super().connection_made(transport)
         self.relay.sessions.add(self)
 
@@ -225,16 +232,18 @@ class RelaySession(SMTP):
 
     async def _converse(self) -> None:
         assert self.session is not None
+        config = self.relay.config
         if self._proxy_timeout is not None and not await self._read_proxy_header():
             return
         client = self._client_address()
         self.namaddr = f"unknown[{client}]"
         if not self._quiet:
             log.info("connect from %s", self.namaddr)
+            if self.tls is not None:
+                tls.log_established(self.namaddr, self.tls, config.smtpd_tls_loglevel)
             if not await self._admit(client):
                 return
-        await self.push(f"220 {self.relay.config.smtpd_banner}")
-        config = self.relay.config
+        await self.push(f"220 {config.smtpd_banner}")
         while self.transport is not None and not self.transport.is_closing():
             if self._errors >= config.smtpd_hard_error_limit:
                 self._reason = _TOO_MANY_ERRORS
@@ -249,8 +258,13 @@ class RelaySession(SMTP):
         """The PROXY header the load balancer sends first, within its own timeout."""
         assert self.session is not None and self._proxy_timeout is not None
         self._wait_limit = float(self._proxy_timeout)
+        reader = self._reader
+        if self._proxy_header is not None:  # read before the TLS handshake
+            reader = asyncio.StreamReader()
+            reader.feed_data(self._proxy_header)
+            reader.feed_eof()
         try:
-            self.session.proxy_data = await self._wait(get_proxy(self._reader))
+            self.session.proxy_data = await self._wait(get_proxy(reader))
         except asyncio.IncompleteReadError:
             # aiosmtpd reads the 5-octet signature outside its own error handling: a peer
             # that leaves within it is refused as one that leaves later in the header is.
@@ -438,7 +452,71 @@ class RelaySession(SMTP):
         await self.push("\r\n".join((
             f"250-{self.hostname}", "250-PIPELINING",
             f"250-SIZE {self.relay.config.message_size_limit}",
+            *(f"250-{extension}" for extension in self._security_extensions()),
             "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 DSN")))
+        return True
+
+    def _security_extensions(self) -> list[str]:
+        """STARTTLS until TLS is on (when offered), then AUTH with the mechanisms this
+        session may use, in Postfix's place in the list."""
+        config = self.relay.config
+        found = []
+        if self.tls is None and self.relay.starttls_context is not None:
+            found.append("STARTTLS")
+        offered = " ".join(mechanisms(config, self.tls is not None))
+        if offered:
+            found.append(f"AUTH {offered}")
+            if config.broken_sasl_auth_clients:
+                found.append(f"AUTH={offered}")
+        return found
+
+    @property
+    def client(self) -> str:
+        """The client's address (from the PROXY header behind the load balancer)."""
+        return self._client_address()
+
+    async def read_line(self) -> bytes:
+        """One line from the client, under the timeout (an AUTH response)."""
+        return await self._read_command()
+
+    async def smtp_AUTH(self, words: list[Token]) -> bool:
+        """AUTH (Postfix's smtpd_sasl_auth_cmd()): see sasl.auth_command."""
+        return await sasl.auth_command(self, [word.text for word in words])
+
+    async def smtp_STARTTLS(self, words: list[Token]) -> bool:
+        """STARTTLS (smtpd.c starttls_cmd()): a new session over TLS; what the client sent
+        before the handshake is discarded (tls.discard_buffered)."""
+        if len(words) != 1:
+            await self.push(tls.SYNTAX)
+            return False
+        if self.tls is not None:
+            await self.push(tls.ALREADY_ACTIVE)
+            return False
+        context = self.relay.starttls_context
+        if context is None:
+            await self.push(replies.NOT_IMPLEMENTED)
+            return False
+        await self.push(tls.READY)
+        tls.discard_buffered(self._reader)
+        try:
+            await self._writer.start_tls(
+                context, ssl_handshake_timeout=self.relay.config.smtpd_starttls_timeout)
+        except (OSError, TimeoutError) as exc:
+            tls.log_handshake_error(self.namaddr, exc)
+            self._reason = _LOST
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        self.transport = self._writer.transport
+        self.tls = tls.TlsSession.of(self.transport)
+        tls.log_established(self.namaddr, self.tls, self.relay.config.smtpd_tls_loglevel)
+        # RFC 3207, 4.2: forget everything learnt in clear text, the EHLO too.
+        assert self.session is not None
+        self._set_rset_state()
+        self.session.host_name = None
+        self.session.extended_smtp = False
+        self.session.auth_data = None
+        self.session.authenticated = False
         return True
 
     async def smtp_MAIL(self, words: list[Token]) -> bool:
@@ -451,6 +529,9 @@ class RelaySession(SMTP):
             return False
         if self.in_transaction:
             await self.push(replies.NESTED_MAIL)
+            return False
+        if self.tls is None and self.relay.config.tls_level == "encrypt":
+            await self.push(tls.MUST_STARTTLS)
             return False
         if len(words) < 3 or words[1].text.lower() != "from:":
             await self.push(replies.MAIL_SYNTAX)
@@ -474,6 +555,10 @@ class RelaySession(SMTP):
                 reply = dsn_params.mail_parameter(dsn_params.state(self.envelope), word.text)
                 if reply:
                     await self.push(reply)
+                    return False
+            elif option.startswith("AUTH="):  # RFC 4954 5: accepted, and not trusted
+                if self.relay.authenticator is None:
+                    await self.push(sasl.AUTH_DISABLED)
                     return False
             else:
                 await self.push(replies.unsupported_option(printable(word.text)))
@@ -563,7 +648,7 @@ class RelaySession(SMTP):
         if len(words) != 1:
             await self.push(replies.DATA_SYNTAX)
             return False
-        transaction = self.relay.begin_data(self.session, self.envelope)
+        transaction = self.relay.begin_data(self.session, self.envelope, self.tls)
         await self.push(replies.START_DATA)
         self._where = _AFTER_DATA
         self._data_bytes = 0
@@ -701,9 +786,9 @@ _COMMANDS: dict[str, Callable[[RelaySession, list[Token]], Awaitable[bool]]] = {
     "NOOP": RelaySession.smtp_NOOP,
     "VRFY": RelaySession.smtp_VRFY,
     "QUIT": RelaySession.smtp_QUIT,
-    # Postfix built without TLS and SASL; and no fast flush: ETRN has nothing to do.
-    "STARTTLS": RelaySession._not_implemented,
-    "AUTH": RelaySession._not_implemented,
+    "STARTTLS": RelaySession.smtp_STARTTLS,
+    "AUTH": RelaySession.smtp_AUTH,
+    # No fast flush: ETRN has nothing to do.
     "ETRN": RelaySession._not_implemented,
 }
 

@@ -22,12 +22,12 @@ from botocore.exceptions import (
 )
 
 from sesrelay.aws import error_code
-from sesrelay.cli import config, local, maillog, mailq, queue, serve, trace
+from sesrelay.cli import config, local, maillog, mailq, queue, serve, trace, users
 from sesrelay.cli.where import WhereError
 from sesrelay.config import ConfigError
 from sesrelay.logformat import MaillogFormatter
 
-COMMAND_MODULES = (config, serve, local, trace, mailq, queue, maillog)
+COMMAND_MODULES = (config, serve, local, trace, mailq, queue, maillog, users)
 
 
 def _setup_logging() -> None:
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
     name = " ".join(filter(None, ("sesrelay", args.command,
-                                  getattr(args, "config_command", None))))
+                                  getattr(args, "config_command", None),
+                                  getattr(args, "users_command", None))))
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -34,7 +34,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     else:
         print(f"sesrelay dev: maillog in {path}", flush=True)
     try:
-        run_dev(args.config, args.listen, args.aws_port)
+        run_dev(args.config, args.listen, args.aws_port, tls=args.tls, users=args.users,
+                state=maillogfile.state_directory())
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
@@ -73,6 +74,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="append maillog lines (relay, worker, events) to FILE (default: "
                      "$XDG_STATE_HOME/sesrelay/dev-<aws-port>.maillog, which `sesrelay "
                      "maillog` reads)")
+    dev.add_argument("--tls", action="store_true",
+                     help="offer STARTTLS, with a self-signed certificate made once in "
+                     "$XDG_STATE_HOME/sesrelay/dev-tls/ unless main.cf names one (its path "
+                     "and fingerprint are printed)")
+    dev.add_argument("--users", metavar="TABLE",
+                     help="offer SMTP AUTH with this user table (sesrelay users add NAME "
+                     "--table TABLE); with the default smtpd_tls_auth_only, after --tls")
     dev.set_defaults(func=cmd_dev)
 
     outbox = commands.add_parser(

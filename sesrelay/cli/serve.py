@@ -17,7 +17,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the relay (the container's entry point)."""
     import asyncio
 
-    from smtp_relay.server import parse_listen, pin_to_cpu, run, serve_processes
+    from smtp_relay.server import (
+        Listener,
+        parse_listen,
+        pin_to_cpu,
+        run,
+        serve_processes,
+        smtps_listeners,
+    )
 
     config = load_config(args.config)
     for warning in config.warnings:
@@ -25,7 +32,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Every SMTP session holds a file descriptor: a soft limit of 1,024 would cap sessions.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    addresses = [parse_listen(args.listen)] if args.listen else None
+    addresses = None
+    if args.listen:
+        main = parse_listen(args.listen)
+        addresses = [Listener(main.host, main.port, config.smtpd_tls_wrappermode),
+                     *smtps_listeners(config, [main.host])]
     # 0: one per CPU this process may run on (a container's vCPUs, not the host's).
     processes = args.processes or len(os.sched_getaffinity(0))
     if processes == 1:
@@ -59,7 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the relay (production entry point)")
     serve.add_argument("--config", help="main.cf file (default: $SESRELAY_CONFIG)")
     serve.add_argument("--listen", help="HOST:PORT instead of inet_interfaces and "
-                       "sesrelay_listen_port")
+                       "sesrelay_listen_port (sesrelay_smtps_port, if set, on the same host)")
     serve.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS,
                        help="on SIGTERM, how long transactions in flight may take to finish "
                        "(default %(default)s)")

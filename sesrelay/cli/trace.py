@@ -260,8 +260,9 @@ def describe(item: dict[str, Any], context: Context) -> str:
     kind = item.get("kind")
     if kind == trail.RECEIVED:
         client = item.get("client_address", "")
+        login = f", sasl_username={item['sasl_username']}" if item.get("sasl_username") else ""
         return (f"from=<{item.get('sender', '')}>, size={item.get('size', '?')}, "
-                f"nrcpt={len(item.get('recipients', []))}, client=[{client}], "
+                f"nrcpt={len(item.get('recipients', []))}, client=[{client}]{login}, "
                 f"helo=<{item.get('client_helo', '')}>: {_addresses(item.get('recipients', []))}")
     if kind == trail.ATTEMPT:
         # A DSN's send is recorded under the recipients it reports on.

@@ -32,7 +32,23 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"in_flow_delay|qmgr_.*|.*_destination_.*|default_process_limit|.*_process_limit|"
      r"initial_destination_concurrency|.*_concurrency_.*|.*_rate_delay",
      "delivery pace is set by ses_max_send_rate and Lambda concurrency"),
-    (r"tls_.*", "tuning of Postfix's TLS library, used by no part of sesrelay"),
+    (r"smtpd_tls_CAfile|smtpd_tls_CApath|smtpd_tls_ccert_verifydepth|"
+     r"smtpd_tls_fingerprint_digest",
+     "client certificates are never requested (smtpd_tls_ask_ccert is not supported)"),
+    (r"smtpd_tls_session_cache_.*|smtpd_tls_always_issue_session_ids",
+     "there is no TLS session cache; OpenSSL's session tickets apply"),
+    (r"smtpd_tls_dh1024_param_file|smtpd_tls_dh512_param_file|smtpd_tls_eecdh_grade",
+     "key exchange uses OpenSSL's built-in groups"),
+    (r"tls_.*", "Postfix's TLS library settings; sesrelay uses OpenSSL's defaults"),
+    (r"smtpd_sasl_type|smtpd_sasl_path|smtpd_sasl_service|cyrus_sasl_config_path",
+     "passwords are checked against sesrelay's own user table (sesrelay_sasl_users)"),
+    (r"smtpd_sasl_mechanism_filter",
+     "sesrelay offers PLAIN and LOGIN only (smtpd_sasl_security_options restricts them)"),
+    (r"smtpd_sasl_response_limit", "an AUTH response is limited like a command line"),
+    (r"smtpd_sasl_exceptions_networks",
+     "AUTH is offered to every client (credentials only ever widen what a client may do)"),
+    (r"smtpd_client_new_tls_session_rate_limit|smtpd_client_auth_rate_limit",
+     "no anvil rate limits; failed AUTH is limited by sesrelay_auth_failure_limit"),
     (r"bounce_.*|2bounce_.*|delay_.*|notify_classes|.*_notice_recipient|"
      r"double_bounce_sender|bounce_template_file",
      "bounces are sent by the worker (ses_bounce_sender)"),
@@ -44,12 +60,18 @@ _REASONS: tuple[tuple[str, str], ...] = (
 # Refused: each changes what is delivered, to whom, or how safely, and sesrelay does not
 # implement it. Ignoring one would silently downgrade delivery or security.
 REFUSED: tuple[tuple[str, str], ...] = (
-    # Inbound TLS and SASL (issue 19 implements them; it flips this entry to implemented).
-    (r"smtpd_tls_.*|smtpd_sasl_.*|smtpd_use_tls|smtpd_enforce_tls|smtpd_tls_wrappermode|"
-     r"smtpd_client_auth_rate_limit|smtpd_sender_login_maps|tls_server_sni_maps|"
-     r"smtpd_client_new_tls_session_rate_limit|smtpd_starttls_timeout",
-     "ignoring it would take mail in clear text or without authentication (inbound TLS "
-     "and SASL are not implemented yet)"),
+    # Inbound TLS and SASL settings sesrelay does not implement, and whose silent ignoring
+    # would weaken security or change whom the relay trusts.
+    (r"smtpd_tls_ask_ccert|smtpd_tls_req_ccert",
+     "ignoring it would accept clients without the certificate it asks for (client "
+     "certificates are not supported)"),
+    (r"smtpd_tls_chain_files|smtpd_tls_eccert_file|smtpd_tls_eckey_file|"
+     r"smtpd_tls_dcert_file|smtpd_tls_dkey_file",
+     "ignoring it would serve another certificate than the one configured (one chain "
+     "only: smtpd_tls_cert_file and smtpd_tls_key_file)"),
+    (r"smtpd_sasl_local_domain",
+     "ignoring it would match user names other than those the table holds (names are "
+     "matched exactly as clients send them)"),
     # Delivery routing and copies.
     (r"transport_maps|relocated_maps|sender_dependent_relayhost_maps|"
      r"sender_dependent_default_transport_maps|smtp_generic_maps|always_bcc|"

@@ -27,6 +27,8 @@ from sesrelay.config.maincf import (
     parse_main_cf,
 )
 from sesrelay.config.parameters import PARAMETERS, SES_MAX_MESSAGE_SIZE, Config
+from sesrelay.config.sasl import check_sasl
+from sesrelay.config.tls import check_tls
 
 ENV_PREFIX = "SESRELAY_"
 ENV_CONFIG_FILE = "SESRELAY_CONFIG"
@@ -252,6 +254,14 @@ def _consistency_errors(config: Config) -> Iterator[ConfigError]:
     if not 0 < config.sesrelay_listen_port < 65536:
         yield ConfigError("sesrelay_listen_port must be a TCP port (1-65535)",
                           _where(config, "sesrelay_listen_port"))
+    if not 0 <= config.sesrelay_smtps_port < 65536:
+        yield ConfigError("sesrelay_smtps_port must be a TCP port (1-65535) or 0",
+                          _where(config, "sesrelay_smtps_port"))
+    for check in (check_tls, check_sasl):  # each raises its first error
+        try:
+            check(config)
+        except ConfigError as exc:
+            yield exc
 
 
 def _warnings(parsed: dict[str, object],
@@ -264,10 +274,11 @@ def _warnings(parsed: dict[str, object],
     for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
         restrictions = parsed[name]
         assert isinstance(restrictions, tuple)
-        if "permit_sasl_authenticated" in restrictions:
+        if ("permit_sasl_authenticated" in restrictions and name in settings
+                and not parsed["smtpd_sasl_auth_enable"]):
             warnings.append(ConfigWarning(
-                settings[name].where, "permit_sasl_authenticated never matches: the relay "
-                "offers no SASL authentication"))
+                settings[name].where, "permit_sasl_authenticated never matches: "
+                "smtpd_sasl_auth_enable = no"))
     return warnings
 
 

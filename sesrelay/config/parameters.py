@@ -27,10 +27,10 @@ def _domains(subdomains: bool) -> Callable[[str, str], tables.DomainList]:
     return functools.partial(tables.parse_domain_list, subdomains=subdomains)
 
 
-IDENTITY, RELAY, REWRITE, LIMITS, SESSION, PROXY, QUEUE, SES, SPOOL = (
+IDENTITY, RELAY, REWRITE, LIMITS, SESSION, PROXY, TLS, SASL, QUEUE, SES, SPOOL = (
     "Identity and listener", "Relay rules", "Address rewriting", "Limits and replies",
-    "SMTP sessions", "Load balancer (PROXY protocol)", "Queue and retries", "Amazon SES",
-    "Spool")
+    "SMTP sessions", "Load balancer (PROXY protocol)", "TLS (STARTTLS and implicit TLS)",
+    "SMTP AUTH (SASL)", "Queue and retries", "Amazon SES", "Spool")
 ADDRESS_CLASSES = ("envelope_sender", "envelope_recipient", "header_sender",
                    "header_recipient")
 
@@ -79,7 +79,8 @@ class Config:
         "Tables of valid recipients in relay_domains; unknown ones are rejected at RCPT.",
         RELAY)
     smtpd_relay_restrictions: tuple[str, ...] = _param(
-        values.parse_restrictions, "permit_mynetworks, reject_unauth_destination",
+        values.parse_restrictions,
+        "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
         "Relay-control restrictions, evaluated at RCPT TO.", RELAY)
     smtpd_recipient_restrictions: tuple[str, ...] = _param(
         values.parse_restrictions, "",
@@ -243,6 +244,99 @@ class Config:
         "Peers allowed to send a PROXY header (the NLB's subnets); others are dropped.",
         PROXY)
 
+    # TLS (STARTTLS and implicit TLS): Postfix's smtpd_tls_* parameters
+    smtpd_tls_security_level: str = _param(
+        values.choice_parser("", "none", "may", "encrypt"), "",
+        "none: no TLS; may: offer STARTTLS; encrypt: MAIL and AUTH only after STARTTLS (530 "
+        "5.7.0 Must issue a STARTTLS command first). Empty: from smtpd_enforce_tls and "
+        "smtpd_use_tls, as in Postfix.", TLS)
+    smtpd_use_tls: bool = _param(values.parse_bool, "no",
+                                 "Obsolete form of smtpd_tls_security_level = may.", TLS)
+    smtpd_enforce_tls: bool = _param(values.parse_bool, "no",
+                                     "Obsolete form of smtpd_tls_security_level = encrypt.",
+                                     TLS)
+    smtpd_tls_cert_file: str = _param(
+        values.parse_text, "",
+        "PEM file with the server certificate, then any intermediate certificates (the "
+        "chain); it may hold the private key too.", TLS)
+    smtpd_tls_key_file: str = _param(values.parse_text, "$smtpd_tls_cert_file",
+                                     "PEM file with the private key.", TLS)
+    smtpd_tls_protocols: values.TlsProtocols = _param(
+        values.parse_tls_protocols, ">=TLSv1.2",
+        "TLS versions offered with smtpd_tls_security_level = may (>=TLSv1.2, <=TLSv1.3, "
+        "!TLSv1.1 or a list). Postfix's default is >=TLSv1.", TLS)
+    smtpd_tls_mandatory_protocols: values.TlsProtocols = _param(
+        values.parse_tls_protocols, ">=TLSv1.2",
+        "TLS versions accepted with smtpd_tls_security_level = encrypt. Postfix's default "
+        "is >=TLSv1.", TLS)
+    smtpd_tls_ciphers: str = _param(
+        values.choice_parser("medium", "high"), "medium",
+        "TLS 1.2 cipher grade with may: medium (OpenSSL's defaults) or high.", TLS)
+    smtpd_tls_mandatory_ciphers: str = _param(
+        values.choice_parser("medium", "high"), "medium",
+        "TLS 1.2 cipher grade with encrypt: medium or high.", TLS)
+    smtpd_tls_exclude_ciphers: tuple[str, ...] = _param(
+        values.parse_words, "", "OpenSSL cipher names or classes never used.", TLS)
+    smtpd_tls_mandatory_exclude_ciphers: tuple[str, ...] = _param(
+        values.parse_words, "", "Further ciphers never used with encrypt.", TLS)
+    smtpd_tls_auth_only: bool = _param(
+        values.parse_bool, "yes",
+        "AUTH only after STARTTLS. Postfix's default is no; here a password never crosses "
+        "the network in clear text unless this is set to no.", TLS)
+    smtpd_tls_received_header: bool = _param(
+        values.parse_bool, "no",
+        "Note the TLS version and cipher in the Received: header.", TLS)
+    smtpd_tls_loglevel: int = _param(
+        values.parse_int, "0",
+        "0: no TLS log lines; 1 or more: one line per TLS session (version and cipher).", TLS)
+    smtpd_tls_wrappermode: bool = _param(
+        values.parse_bool, "no",
+        "The main listener speaks TLS from the first byte (implicit TLS, as on port 465).",
+        TLS)
+    smtpd_starttls_timeout: int = _param(values.time_parser("s"), "300s",
+                                         "Time allowed for a TLS handshake.", TLS)
+    sesrelay_smtps_port: int = _param(
+        values.parse_int, "0",
+        "TCP port of a second listener with implicit TLS (master.cf's smtps service with "
+        "smtpd_tls_wrappermode = yes), such as 465; 0: none.", TLS)
+
+    # SMTP AUTH (SASL): Postfix's smtpd_sasl_* parameters, with sesrelay's own user table
+    smtpd_sasl_auth_enable: bool = _param(
+        values.parse_bool, "no", "Offer SMTP AUTH (PLAIN and LOGIN) to clients.", SASL)
+    smtpd_sasl_security_options: tuple[str, ...] = _param(
+        values.parse_sasl_options, "noanonymous",
+        "SASL restrictions outside TLS: noplaintext (or noactive, nodictionary, "
+        "mutual_auth, forward_secrecy) removes PLAIN and LOGIN.", SASL)
+    smtpd_sasl_tls_security_options: tuple[str, ...] = _param(
+        values.parse_sasl_options, "$smtpd_sasl_security_options",
+        "SASL restrictions inside TLS.", SASL)
+    broken_sasl_auth_clients: bool = _param(
+        values.parse_bool, "no", "Also announce AUTH=PLAIN LOGIN (for old Outlook).", SASL)
+    smtpd_sasl_authenticated_header: bool = _param(
+        values.parse_bool, "no",
+        "Name the authenticated user in the Received: header.", SASL)
+    smtpd_sender_login_maps: tables.SenderLoginTable = _param(
+        tables.parse_sender_login_tables, "",
+        "Tables of envelope senders and the SASL users that own them, for "
+        "reject_sender_login_mismatch.", SASL)
+    sesrelay_sasl_users: str = _param(
+        values.parse_text, "",
+        "The user table (hashed passwords, managed with sesrelay users): a file, or "
+        "secretsmanager:NAME.", SASL)
+    sesrelay_sasl_users_refresh: int = _param(
+        values.time_parser("s"), "5m", "How often the relay rereads the user table.", SASL)
+    sesrelay_auth_failure_delay: int = _param(
+        values.time_parser("s"), "1s",
+        "A failed AUTH is answered after this delay times the client's recent failures "
+        "(at most 10 times).", SASL)
+    sesrelay_auth_failure_limit: int = _param(
+        values.parse_int, "10",
+        "Failed AUTH commands after which a client is refused AUTH for "
+        "sesrelay_auth_lockout_time (counted per relay process).", SASL)
+    sesrelay_auth_lockout_time: int = _param(
+        values.time_parser("s"), "10m",
+        "How long a client that reached sesrelay_auth_failure_limit is refused AUTH.", SASL)
+
     # Queue and retries (the worker)
     maximal_queue_lifetime: int = _param(values.time_parser("d"), "5d",
                                          "How long the worker retries before it bounces.",
@@ -312,6 +406,15 @@ class Config:
         """Domains untrusted clients may send to: relay_domains, mydestination and
         virtual_alias_domains."""
         return (self.relay_domains, self.mydestination, self.virtual_alias_domains)
+
+    @property
+    def tls_level(self) -> str:
+        """The effective smtpd_tls_security_level: none, may or encrypt."""
+        if self.smtpd_tls_security_level:
+            return self.smtpd_tls_security_level
+        if self.smtpd_enforce_tls:
+            return "encrypt"
+        return "may" if self.smtpd_use_tls else "none"
 
     @property
     def reject_code_class(self) -> str:

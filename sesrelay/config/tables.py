@@ -504,3 +504,35 @@ def parse_address_maps(value: str, where: str) -> AddressMaps:
         else:
             tables.append(AddressTable(item, False, entries=read_key_values(item, where)))
     return AddressMaps(tuple(tables), value)
+
+
+# --- smtpd_sender_login_maps -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SenderLoginTable:
+    """smtpd_sender_login_maps: envelope senders and the SASL login names that own them."""
+
+    owners: dict[str, frozenset[str]] = field(default_factory=dict)
+    text: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+    def owners_of(self, sender: str) -> frozenset[str] | None:
+        """The logins that own sender, or None when the table does not know it. As in
+        Postfix: the whole address, then @domain (the first table that knows it wins)."""
+        local, _, domain = sender.lower().rpartition("@")
+        for key in (f"{local}@{domain}", f"@{domain}"):
+            if key in self.owners:
+                return self.owners[key]
+        return None
+
+
+def parse_sender_login_tables(value: str, where: str) -> SenderLoginTable:
+    """Key/value tables: sender (or @domain) -> login names, separated by commas or spaces."""
+    owners: dict[str, frozenset[str]] = {}
+    for item in split_list(value):
+        for key, logins in read_key_values(item, where).items():
+            owners.setdefault(key, frozenset(split_list(logins)))
+    return SenderLoginTable(owners, value)

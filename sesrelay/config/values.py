@@ -20,6 +20,10 @@ RESTRICTIONS = (
     "defer_unauth_destination",
     "reject_unlisted_recipient",
     "permit_sasl_authenticated",
+    "reject_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
     "permit",
     "reject",
     "defer",
@@ -184,7 +188,7 @@ def words_parser(*choices: str):  # type: ignore[no-untyped-def]
 
 
 def parse_words(value: str, where: str) -> tuple[str, ...]:
-    """A list of words or names, as written (masquerade_domains, masquerade_exceptions)."""
+    """A list of words or names, as written, separated by commas or whitespace."""
     del where
     return tuple(split_list(value))
 
@@ -212,3 +216,67 @@ def parse_remote_header_rewrite_domain(value: str, where: str) -> str:
                           "rewrite header addresses (only the envelope, as Postfix does for "
                           "remote clients with this parameter empty)", where)
     return value
+# Postfix's TLS protocol names, oldest first (SSLv2 and SSLv3 may only be excluded).
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_OBSOLETE_PROTOCOLS = ("SSLv2", "SSLv3")
+
+
+@dataclass(frozen=True)
+class TlsProtocols:
+    """The TLS versions a listener accepts: a contiguous range of TLS_VERSIONS."""
+
+    minimum: str
+    maximum: str
+
+
+def parse_tls_protocols(value: str, where: str) -> TlsProtocols:
+    """smtpd_tls_protocols syntax (Postfix 3.6): >=TLSv1.2, <=TLSv1.3, !TLSv1.1, or a
+    list of versions to include; they combine. The result must be a range without gaps,
+    since OpenSSL takes a lowest and a highest version."""
+    allowed = set(TLS_VERSIONS)
+    included: set[str] = set()
+    for item in split_list(value):
+        bound, name = "", item
+        for prefix in (">=", "<=", "!"):
+            if item.startswith(prefix):
+                bound, name = prefix, item[len(prefix):]
+                break
+        if name in _OBSOLETE_PROTOCOLS and bound == "!":
+            continue
+        if name not in TLS_VERSIONS:
+            raise ConfigError(f"unknown TLS protocol {item!r} (expected {', '.join(TLS_VERSIONS)}, "
+                              "with >=, <= or !)", where)
+        rank = TLS_VERSIONS.index(name)
+        if bound == ">=":
+            allowed &= set(TLS_VERSIONS[rank:])
+        elif bound == "<=":
+            allowed &= set(TLS_VERSIONS[:rank + 1])
+        elif bound == "!":
+            allowed.discard(name)
+        else:
+            included.add(name)
+    if included:
+        allowed &= included
+    ranks = sorted(TLS_VERSIONS.index(v) for v in allowed)
+    if not ranks:
+        raise ConfigError(f"{value!r} leaves no TLS protocol", where)
+    if ranks[-1] - ranks[0] + 1 != len(ranks):
+        raise ConfigError(f"{value!r} leaves a gap between TLS protocols; OpenSSL takes a "
+                          "lowest and a highest version only", where)
+    return TlsProtocols(TLS_VERSIONS[ranks[0]], TLS_VERSIONS[ranks[-1]])
+
+
+# Postfix's SASL security options. Any but noanonymous rules out PLAIN and LOGIN, the only
+# mechanisms sesrelay offers (Cyrus SASL flags neither as resisting those attacks).
+SASL_OPTIONS = ("noanonymous", "noplaintext", "noactive", "nodictionary", "mutual_auth",
+                "forward_secrecy")
+
+
+def parse_sasl_options(value: str, where: str) -> tuple[str, ...]:
+    """smtpd_sasl_security_options: a list of SASL_OPTIONS."""
+    items = tuple(item.lower() for item in split_list(value))
+    for item in items:
+        if item not in SASL_OPTIONS:
+            raise ConfigError(f"unknown SASL security option {item!r} (expected "
+                              f"{', '.join(SASL_OPTIONS)})", where)
+    return items

@@ -143,6 +143,14 @@ def test_parameters_the_deployment_sets_are_refused(offline: None) -> None:
         cdk_app.create_app(_context_with("dev", {"sesrelay_spool_bucket": "my-bucket"}))
 
 
+def test_tls_and_auth_are_refused_until_the_stacks_provide_them(offline: None) -> None:
+    with pytest.raises(SettingsError, match=r"environments\.dev\.relay: smtpd_tls_security_level"
+                                            r", smtpd_sasl_auth_enable: TLS and SMTP AUTH "
+                                            "cannot be deployed"):
+        cdk_app.create_app(_context_with("dev", {"smtpd_tls_security_level": "encrypt",
+                                                 "smtpd_sasl_auth_enable": True}))
+
+
 def test_unknown_environment_names_the_defined_ones(offline: None) -> None:
     with pytest.raises(SettingsError, match=r"no environment 'staging'.*dev, prod"):
         cdk_app.create_app({"env": "staging"})

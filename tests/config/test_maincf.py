@@ -196,7 +196,8 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     config = load(tmp_path, "")
     assert config.mynetworks.networks == ["127.0.0.0/8", "::1/128"]
     assert not config.relay_domains and not config.mydestination
-    assert config.smtpd_relay_restrictions == ("permit_mynetworks", "reject_unauth_destination")
+    assert config.smtpd_relay_restrictions == ("permit_mynetworks", "permit_sasl_authenticated",
+                                               "reject_unauth_destination")
     assert config.message_size_limit == 10240000 and config.smtpd_recipient_limit == 1000
     assert (config.minimal_backoff_time, config.maximal_backoff_time,
             config.maximal_queue_lifetime) == (300, 4000, 5 * 86400)

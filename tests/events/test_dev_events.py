@@ -29,9 +29,7 @@ EVENTS_WITHIN = 10.0
 
 @dataclass
 class DevWithEvents(DevRelay):
-    """A running `sesrelay dev` with a configuration set, and where its stdout goes."""
-
-    stdout: Path
+    """A running `sesrelay dev` with a configuration set."""
 
     def trail(self) -> trail.TrailReader:
         """A reader of the emulation's trail table."""
@@ -129,7 +127,7 @@ def test_simulator_addresses_produce_their_events_in_the_trail(
     assert complaint["recipients"] == [{"address": f"complaint@{SIMULATOR}"}]
 
     # The bounce SES learned of after the send is a maillog line, once; nothing else is.
-    log = dev_events.stdout.read_text()
+    log = dev_events.output.read_text()
     bounced_lines = re.findall(r'"maillog":"([^"]*status=bounced[^"]*)"', log)
     assert len(bounced_lines) == 1
     assert re.fullmatch(

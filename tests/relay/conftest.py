@@ -115,16 +115,22 @@ def moto_server() -> Iterator[str]:
 
 
 class RunningRelay:
-    """A RelayServer on 127.0.0.1:<ephemeral port>, its loop in a thread."""
+    """A RelayServer on 127.0.0.1:<ephemeral port>, its loop in a thread. With
+    sesrelay_smtps_port set, an implicit-TLS listener on a second ephemeral port
+    (smtps_port) stands for it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.server = RelayServer(config, [Listener("127.0.0.1", 0)])
+        listeners = [Listener("127.0.0.1", 0, config.smtpd_tls_wrappermode)]
+        if config.sesrelay_smtps_port:
+            listeners.append(Listener("127.0.0.1", 0, implicit_tls=True))
+        self.server = RelayServer(config, listeners)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         bound = self.call(self.server.start())
         self.host, self.port = bound[0]
+        self.smtps_port = bound[1][1] if len(bound) > 1 else 0
 
     def call(self, coroutine):  # type: ignore[no-untyped-def]
         """Run a coroutine on the relay's loop and return its result."""
@@ -149,7 +155,9 @@ class RunningRelay:
         return self.server.metrics._counts
 
     def stop(self) -> None:
-        """Drain quickly and stop the loop."""
+        """Drain quickly and stop the loop (once: a test may stop it first)."""
+        if self.loop.is_closed():
+            return
         if not self.server.relay.draining:
             self.call(self.server.drain(timeout=2))
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,0 +1,101 @@
+"""`sesrelay users add|remove|list`: the SMTP AUTH user table (sesrelay.users), in a file or
+in Secrets Manager (secretsmanager:NAME), as sesrelay_sasl_users names it."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from sesrelay.config import ConfigError, load_config
+from sesrelay.users import UserStore, UserTableError, hash_password, valid_username
+
+
+def _store(args: argparse.Namespace) -> UserStore:
+    """--table, else sesrelay_sasl_users from --config (or $SESRELAY_CONFIG and the
+    environment)."""
+    location = args.table or load_config(args.config).sesrelay_sasl_users
+    if not location:
+        raise ConfigError("no user table: give --table FILE|secretsmanager:NAME, or set "
+                          "sesrelay_sasl_users")
+    return UserStore(location)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise ConfigError("the two passwords differ")
+    return first
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    """Add a user, or give an existing one a new password."""
+    if not valid_username(args.name):
+        raise ConfigError(f"{args.name!r}: a user name is 1 to 255 printable ASCII "
+                          "characters without spaces")
+    store = _store(args)
+    password = _password(args)
+    if not password:
+        raise ConfigError("empty password")
+    try:
+        table = store.load(missing_ok=True)
+        replaced = args.name in table.users
+        table.users[args.name] = hash_password(password)
+        store.save(table)
+    except UserTableError as exc:
+        print(f"sesrelay users add: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'changed password of' if replaced else 'added'} {args.name} in {store.location}")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    """Remove a user."""
+    store = _store(args)
+    try:
+        table = store.load()
+        if table.users.pop(args.name, None) is None:
+            print(f"sesrelay users remove: no user {args.name!r} in {store.location}",
+                  file=sys.stderr)
+            return 1
+        store.save(table)
+    except UserTableError as exc:
+        print(f"sesrelay users remove: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed {args.name} from {store.location}")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    """Print the user names, one a line (never the hashes)."""
+    try:
+        table = _store(args).load()
+    except UserTableError as exc:
+        print(f"sesrelay users list: {exc}", file=sys.stderr)
+        return 1
+    for name in sorted(table.users):
+        print(name)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `users add`, `users remove` and `users list`."""
+    users = commands.add_parser("users", help="manage the SMTP AUTH user table")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    for name, func, text in (
+            ("add", cmd_users_add, "add a user (or change its password)"),
+            ("remove", cmd_users_remove, "remove a user"),
+            ("list", cmd_users_list, "list the user names")):
+        command = users_commands.add_parser(name, help=text)
+        if name != "list":
+            command.add_argument("name")
+        if name == "add":
+            command.add_argument("--password-stdin", action="store_true",
+                                 help="read the password from the first line of stdin "
+                                 "instead of asking twice")
+        command.add_argument("--table", help="the user table: a file or secretsmanager:NAME "
+                             "(default: sesrelay_sasl_users)")
+        command.add_argument("--config", help="main.cf file (default: $SESRELAY_CONFIG)")
+        command.set_defaults(func=func)
