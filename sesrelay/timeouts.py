@@ -55,18 +55,23 @@ RELAY_S3 = CallBudget(connect=3, read=10, attempts=2)
 RELAY_SQS = CallBudget(connect=3, read=5, attempts=1)
 RELAY_SQS_TRIES = 3
 RELAY_COMMIT = CallBudget(connect=3, read=5, attempts=1)
-RELAY_COMMIT_TRIES = 3
-# Pause before the relay's second and third SendMessage or commit-record attempt.
+# Pause before the relay's second and third SendMessage attempt.
 RELAY_RETRY_PAUSES = (0.1, 0.4)
+# After a SendMessage whose outcome is unknown, the relay tries to settle it with a commit
+# record for this long (a try that starts in time may run its own budget), with these
+# pauses (the last repeats), while the client waits for its answer: a client waits
+# minutes for the reply to DATA (RFC 5321 4.5.3.2.6: 10), and an outage of SQS and
+# DynamoDB together (the task's network) shorter than this leaves no message in doubt.
+RELAY_SETTLE_SECONDS = 18.0
+RELAY_SETTLE_PAUSES = (0.1, 0.4, 1.0, 2.0)
 
 
 def relay_store_worst_case(message_size: int) -> float:
     """Seconds from the end of DATA to the relay's answer, at worst, for a message of
     message_size bytes: the S3 upload, every SendMessage and every commit-record try."""
     return (RELAY_S3.worst_case(message_size)
-            + RELAY_SQS_TRIES * RELAY_SQS.worst_case()
-            + RELAY_COMMIT_TRIES * RELAY_COMMIT.worst_case()
-            + 2 * sum(RELAY_RETRY_PAUSES))
+            + RELAY_SQS_TRIES * RELAY_SQS.worst_case() + sum(RELAY_RETRY_PAUSES)
+            + RELAY_SETTLE_SECONDS + RELAY_COMMIT.worst_case())
 
 
 # `sesrelay serve --drain-seconds`: how long sessions in mid-transaction may go on after

@@ -9,8 +9,10 @@ oracle of what really happened.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ class FaultProxy:
         self._random = random.Random(self.seed)
         self._server: ThreadingHTTPServer | None = None
         self._local = threading.local()
+        self._connections: set[socket.socket] = set()
 
     def add(self, operation_name: str, action: str, times: int | None = None,
             probability: float = 1.0, seconds: float = 0.0) -> None:
@@ -123,6 +126,24 @@ class FaultProxy:
 
     def start(self) -> str:
         """Listen on a free loopback port; return the endpoint URL."""
+        return self._listen(0)
+
+    def pause(self) -> None:
+        """Stop listening and drop every open connection, as an endpoint that is down:
+        new connections are refused."""
+        self.stop()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
+
+    def resume(self) -> None:
+        """Listen again on the same port."""
+        assert self._server is not None
+        self._listen(self._server.server_address[1])
+
+    def _listen(self, port: int) -> str:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -130,6 +151,16 @@ class FaultProxy:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                super().finish()
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -168,7 +199,7 @@ class FaultProxy:
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # a client that gave up on a held answer: what the proxy is for
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"

@@ -45,9 +45,10 @@ from sesrelay import aws, commit
 from sesrelay.spool import META_CONTRACT_VERSION, META_QUEUE_ID, Envelope, spool_envelope
 from sesrelay.timeouts import (
     RELAY_COMMIT,
-    RELAY_COMMIT_TRIES,
     RELAY_RETRY_PAUSES,
     RELAY_S3,
+    RELAY_SETTLE_PAUSES,
+    RELAY_SETTLE_SECONDS,
     RELAY_SQS,
     RELAY_SQS_TRIES,
 )
@@ -236,15 +237,20 @@ class Spool:
 
     def _settle(self, queue_id: str, error: str) -> bool:
         """After an SQS send whose outcome is unknown: True if the message turned out to
-        be queued (a worker claimed it), False once it is refused for good. Raises
-        SpoolError if neither could be established."""
-        for attempt in range(RELAY_COMMIT_TRIES):
-            if attempt:
-                time.sleep(RELAY_RETRY_PAUSES[min(attempt, len(RELAY_RETRY_PAUSES)) - 1])
+        be queued (a worker claimed it), False once it is refused for good. Tries for
+        RELAY_SETTLE_SECONDS; raises SpoolError if neither could be established."""
+        deadline = time.monotonic() + RELAY_SETTLE_SECONDS
+        tries = 0
+        while True:
             try:
                 refused = commit.refuse(self._dynamodb, self.table, queue_id)
             except (BotoCoreError, ClientError) as exc:
                 last = exc
+                pause = RELAY_SETTLE_PAUSES[min(tries, len(RELAY_SETTLE_PAUSES) - 1)]
+                tries += 1
+                if time.monotonic() + pause >= deadline:
+                    break
+                time.sleep(pause)
                 continue
             if refused:
                 log.warning("%s: SQS may have taken the envelope (%s); refused with a "
@@ -254,8 +260,9 @@ class Spool:
                         "message: it is queued", queue_id, error)
             return True
         log.error("%s: in doubt: SQS may have taken the envelope (%s) and the commit record "
-                  "could not be written (%s); the client is told to retry, so this message "
-                  "may be delivered twice", queue_id, error, last)
+                  "could not be written in %d tries over %.0f s (%s); the client is told to "
+                  "retry, so this message may be delivered twice", queue_id, error, tries,
+                  RELAY_SETTLE_SECONDS, last)
         raise SpoolError(f"in doubt: {error}; commit record: {last}")
 
     # --- group commit of SQS sends ------------------------------------------------------

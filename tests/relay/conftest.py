@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
@@ -17,7 +18,11 @@ from sesrelay import aws, commit
 from sesrelay.config import Config, load_config
 from sesrelay.spool import Envelope
 from smtp_relay.server import Listener, RelayServer
+from tests.faults import FaultProxy
 from tests.support import free_port
+
+if TYPE_CHECKING:
+    from tests.relay.faulty_relay import FaultyRelay
 
 REGION = "us-east-1"
 BUCKET = "sesrelay-test-spool"
@@ -186,3 +191,19 @@ def start_relay(spool_account: SpoolAccount, tmp_path: Path
     for relay in started:
         relay.stop()
 
+
+@pytest.fixture
+def faulty_relay(moto_server: str, tmp_path: Path) -> Iterator[Callable[..., FaultyRelay]]:
+    """Start `sesrelay serve` behind a fault proxy (settings: SESRELAY_* variables)."""
+    from tests.relay.faulty_relay import FaultyRelay  # it imports this module
+
+    started: list[FaultyRelay] = []
+
+    def start(**settings: str) -> FaultyRelay:
+        relay = FaultyRelay(moto_server, FaultProxy(moto_server), tmp_path, settings)
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop()

@@ -163,8 +163,25 @@ def test_a_certain_failure_needs_no_commit_record(start_relay, spool_account) ->
     assert writes == []  # SQS answered 4xx on every attempt: nothing to settle
 
 
+def test_a_doubt_is_settled_once_dynamodb_is_back(start_relay, spool_account,
+                                                  monkeypatch) -> None:
+    # SQS and DynamoDB out together (the task's network): the relay keeps trying the
+    # commit record while the client waits, so a short outage leaves nothing in doubt.
+    monkeypatch.setattr("smtp_relay.handoff.RELAY_SETTLE_PAUSES", (0.05,))
+    relay = start_relay()
+    relay.on("after-call.sqs.SendMessage", lose_answer)
+    outage = iter(range(5))
+    relay.on("before-call.dynamodb.PutItem",
+             lambda **kw: unreachable(**kw) if next(outage, None) is not None else None)
+    assert send(relay)[0] == 451
+    [queue_id] = set(envelope_ids(spool_account))
+    assert commit_state(queue_id) is CommitState.REFUSED
+    assert spool_account.queued() == []
+
+
 def test_an_unsettled_doubt_is_451_and_logged_as_in_doubt(start_relay, spool_account,
-                                                          caplog) -> None:
+                                                          caplog, monkeypatch) -> None:
+    monkeypatch.setattr("smtp_relay.handoff.RELAY_SETTLE_SECONDS", 0.5)
     relay = start_relay()
     relay.on("after-call.sqs.SendMessage", lose_answer)
     relay.on("before-call.dynamodb.PutItem", unreachable)
