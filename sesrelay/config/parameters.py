@@ -87,8 +87,13 @@ class Config:
         "Further recipient restrictions, evaluated after smtpd_relay_restrictions.", RELAY)
     header_checks: tables.RegexpTable = _param(
         tables.parse_regexp_tables, "",
-        "regexp:/pcre: tables applied to each message header: REJECT, IGNORE, WARN, "
-        "PREPEND, REPLACE, DISCARD, INFO, DUNNO, OK.", RELAY)
+        "regexp:/pcre: tables applied to each message header at receipt: REJECT, "
+        "DISCARD, IGNORE, STRIP, WARN, INFO, PREPEND, REPLACE, DUNNO, OK.", RELAY)
+    smtp_header_checks: tables.RegexpTable = _param(
+        tables.header_checks_parser("smtp_header_checks", tables.SMTP_HEADER_ACTIONS), "",
+        "regexp:/pcre: tables applied by the worker to each message header just before "
+        "SES (also to bounces): IGNORE, STRIP, WARN, INFO, PREPEND, REPLACE, DUNNO, OK.",
+        RELAY)
 
     # Address rewriting (Postfix's cleanup, once, before the spool; see cleanup.py)
     recipient_delimiter: str = _param(
