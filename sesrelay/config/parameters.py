@@ -85,6 +85,10 @@ class Config:
     smtpd_recipient_restrictions: tuple[str, ...] = _param(
         values.parse_restrictions, "",
         "Further recipient restrictions, evaluated after smtpd_relay_restrictions.", RELAY)
+    smtpd_delay_reject: bool = _param(
+        values.parse_bool, "yes",
+        "Give the sender's verdict (ses_unverified_sender) at RCPT TO, as Postfix delays "
+        "its sender restrictions; no: at MAIL FROM.", RELAY)
     header_checks: tables.RegexpTable = _param(
         tables.parse_regexp_tables, "",
         "regexp:/pcre: tables applied to each message header at receipt: REJECT, "
@@ -362,6 +366,12 @@ class Config:
     ses_identities: tuple[str, ...] = _param(
         values.parse_address_list, "",
         "Verified SES identities (domains or addresses) the worker may send as.", SES)
+    ses_unverified_sender: str = _param(
+        values.choice_parser("reject", "accept"), "reject",
+        "An envelope sender (after address rewriting) that ses_identities does not cover: "
+        "reject (553 5.7.1 at RCPT TO, or at MAIL FROM with smtpd_delay_reject = no) or "
+        "accept (SES decides when the worker sends). No effect while ses_identities is "
+        "empty; the null sender is never checked.", SES)
     ses_max_send_rate: float = _param(values.parse_float, "14",
                                       "Recipients per second, as SES counts them (0: no limit).",
                                       SES)
