@@ -134,6 +134,22 @@ def header_action(queue_id: str, action: str, header: str, client_text: str, *,
     return f"{line}: {printable(text)}" if text else line
 
 
+# The word of each logged header_checks action; IGNORE and DUNNO are not logged.
+_HEADER_ACTION_WORDS = {"WARN": "warning", "INFO": "info", "STRIP": "strip",
+                        "REPLACE": "replace", "PREPEND": "prepend"}
+
+
+def header_check(queue_id: str, action: str, header: str, text: str) -> str:
+    """The smtp line of an smtp_header_checks action, as Postfix's smtp(8) writes it:
+    ``<ID>: replace: header From: a@b: From: noreply@example.com``; empty for the
+    actions smtp(8) does not log (IGNORE, DUNNO)."""
+    word = _HEADER_ACTION_WORDS.get(action)
+    if word is None:
+        return ""
+    line = f"{queue_id}: {word}: header {printable(header)}"
+    return f"{line}: {printable(text)}" if text else line
+
+
 def client_name(address: str, name: str = "unknown") -> str:
     """A client as Postfix names it in log lines: ``name[address]``; ``unknown`` when
     its address has no verified reverse name (sesrelay looks none up)."""

@@ -114,22 +114,25 @@ class DevRelay:
 
 
 @contextlib.contextmanager
-def running_dev(tmp_path: Path, *options: str) -> Iterator[DevRelay]:
-    """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net and
-    any further command-line options."""
+def running_dev(tmp_path: Path, *options: str, main_cf: str = "") -> Iterator[DevRelay]:
+    """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net (and
+    main_cf's further lines) and any further command-line options."""
     smtp_port, aws_port = free_port(), free_port()
-    main_cf = tmp_path / "main.cf"
-    main_cf.write_text("myhostname = relay.example.net\n"
-                       "mynetworks = 127.0.0.0/8\n"
-                       "ses_identities = example.com\n"
-                       "ses_max_send_rate = 0\n")
+    config = tmp_path / "main.cf"
+    config.write_text("myhostname = relay.example.net\n"
+                      "mynetworks = 127.0.0.0/8\n"
+                      "ses_identities = example.com\n"
+                      # The dev tests send from unverified senders to see SES refuse
+                      # them, as without ses_identities (the README's tour).
+                      "ses_unverified_sender = accept\n"
+                      "ses_max_send_rate = 0\n" + main_cf)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")  # dev's maillog file, not in $HOME
     output = tmp_path / "dev.out"
     with output.open("wb") as stdout:
         process = subprocess.Popen(
-            [SESRELAY, "dev", "--config", str(main_cf), "--listen", f"127.0.0.1:{smtp_port}",
+            [SESRELAY, "dev", "--config", str(config), "--listen", f"127.0.0.1:{smtp_port}",
              "--aws-port", str(aws_port), *options],
             env=env, stdout=stdout, stderr=subprocess.DEVNULL)
     try:

@@ -49,7 +49,7 @@ from ses_worker.ledger import (
     SendLedger,
     send_key,
 )
-from ses_worker.message import header_section_problem, strip_blind_headers
+from ses_worker.message import header_section_problem, smtp_header_checks, strip_blind_headers
 from ses_worker.observability import count, log_keys, logger, seconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
@@ -118,9 +118,10 @@ class SpooledMessage:
     ledger says so) never touches S3, where its object may be gone.
     """
 
-    def __init__(self, s3: Any, envelope: Envelope):
+    def __init__(self, s3: Any, envelope: Envelope, outbound: Callable[[bytes], bytes]):
         self._s3 = s3
         self._envelope = envelope
+        self._outbound = outbound  # smtp_header_checks
         self._original: bytes | None = None
         self._raw: bytes | None = None
 
@@ -133,7 +134,7 @@ class SpooledMessage:
             if problem:  # permanent: sending it again cannot help
                 raise SendFailure(ErrorClass.PERMANENT, "MalformedHeaders", problem, "5.6.0")
             # SES refuses a line over 1,000 characters; Postfix accepts any length.
-            self._raw = fit_lines(strip_blind_headers(body))
+            self._raw = fit_lines(self._outbound(strip_blind_headers(body)))
         return self._raw
 
     def original(self) -> bytes:
@@ -238,7 +239,8 @@ class Deliverer:
         if not self._claim(envelope, record, receive_count, seen):
             return
         self.report.received(envelope, record.message_id, receive_count)
-        message = SpooledMessage(self.s3, envelope)
+        message = SpooledMessage(self.s3, envelope,
+                                 functools.partial(self._outbound, envelope.queue_id))
         results: list[SendResult] = []
         for recipients in recipient_chunks(envelope.rcpt_to):
             previous = results[-1].failure if results else None
@@ -297,6 +299,16 @@ class Deliverer:
         self.report.finished(envelope, final, last_reason=reason)
 
     # One send -------------------------------------------------------------------------
+
+    def _outbound(self, queue_id: str, raw: bytes) -> bytes:
+        """raw after smtp_header_checks, which Postfix's smtp(8) applies to every message
+        it delivers, bounces included; each action is logged as smtp(8) logs it."""
+        checked, events = smtp_header_checks(self.config.smtp_header_checks, raw)
+        for event in events:
+            text = maillog.header_check(queue_id, event.action, event.header, event.text)
+            if text:
+                self.report.line(maillog.SMTP, text)
+        return checked
 
     def _time_left(self, size: int) -> float:
         """Seconds this invocation can still give a send of size bytes and its retries
@@ -594,9 +606,9 @@ class Deliverer:
                 seen: datetime) -> None:
         """Send the DSN for failed recipients to the envelope sender."""
         def build() -> bytes:
-            return fit_lines(build_dsn(envelope, message.original(), failed,
-                                       self.config.ses_bounce_sender,
-                                       self.config.myhostname, utc_now()))
+            return fit_lines(self._outbound(envelope.queue_id, build_dsn(
+                envelope, message.original(), failed, self.config.ses_bounce_sender,
+                self.config.myhostname, utc_now())))
 
         recipients = tuple(sorted(f.recipient for f in failed))
         # SES cannot send from the null sender a DSN should have (RFC 3464): the bounce
@@ -634,9 +646,9 @@ class Deliverer:
             return
 
         def build() -> bytes:
-            return fit_lines(build_dsn(envelope, message.original(), relayed,
-                                       self.config.ses_bounce_sender,
-                                       self.config.myhostname, utc_now(), action=RELAYED))
+            return fit_lines(self._outbound(envelope.queue_id, build_dsn(
+                envelope, message.original(), relayed, self.config.ses_bounce_sender,
+                self.config.myhostname, utc_now(), action=RELAYED)))
 
         recipients = tuple(sorted(r.recipient for r in relayed))
         result = self._send(trail.PURPOSE_DSN, RELAYED_PREFIX, envelope, recipients,

@@ -2,12 +2,16 @@
 
 The S3 object is exactly what the client sent plus the relay's Received: header. The
 worker changes only the header block, as bytes, so the body (signatures, encodings,
-8-bit data) goes to SES untouched.
+8-bit data) goes to SES untouched: Bcc: and Resent-Bcc: are removed, then
+smtp_header_checks applies.
 """
 
 from __future__ import annotations
 
 import re
+
+from sesrelay.config.tables import RegexpTable
+from sesrelay.header_checks import HeaderEvent, apply_header_checks
 
 # Blind-copy headers must never reach recipients. Resent-Bcc is the same disclosure
 # for resent messages (RFC 5322 3.6.6).
@@ -48,6 +52,17 @@ def strip_blind_headers(raw: bytes) -> bytes:
     if len(kept) == len(fields):
         return raw
     return b"".join(kept) + rest
+
+
+def smtp_header_checks(table: RegexpTable, raw: bytes) -> tuple[bytes, list[HeaderEvent]]:
+    """The message after smtp_header_checks (the primary header section only, as Postfix's
+    smtp(8) applies it), with the actions taken, for the log. Returns raw itself when the
+    table is empty."""
+    if not table:
+        return raw, []
+    headers, rest = split_headers(raw)
+    checked = apply_header_checks(table, headers.splitlines(keepends=True))
+    return b"".join(checked.headers) + rest, checked.events
 
 
 def header_section_problem(raw: bytes) -> str | None:

@@ -1,4 +1,5 @@
-"""Message header work done at DATA time: header_checks, and the Received: trace header."""
+"""Message header work done at DATA time: header_checks (the engine is
+sesrelay.header_checks; here its log lines and replies), and the Received: trace header."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 
+from sesrelay import header_checks
 from sesrelay.config.tables import RegexpTable
+from sesrelay.maillog import printable
 from smtp_relay import replies
 
 log = logging.getLogger("sesrelay.relay")
+# The actions that only log, with the word of their log line.
+_LOGGED = {"WARN": "warning", "INFO": "info", "STRIP": "strip"}
 
 
 def is_header_start(line: bytes) -> bool:
@@ -23,20 +28,10 @@ def is_header_start(line: bytes) -> bool:
     return all(33 <= b <= 126 for b in name)
 
 
-def logical_headers(lines: list[bytes]) -> list[bytes]:
-    """Join physical header lines (each ending in CRLF) into logical headers."""
-    headers: list[bytes] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and headers:
-            headers[-1] += line
-        else:
-            headers.append(line)
-    return headers
-
-
 @dataclass
 class HeaderCheckResult:
-    """What header_checks decided for one message."""
+    """What header_checks decided for one message: the headers to store, or the reply
+    of a REJECT, or the reason of a DISCARD."""
 
     headers: list[bytes] = field(default_factory=list)
     reject: str | None = None
@@ -45,48 +40,23 @@ class HeaderCheckResult:
 
 def apply_header_checks(table: RegexpTable, lines: list[bytes], soft_bounce: bool,
                         queue_id: str) -> HeaderCheckResult:
-    """Apply header_checks to the header lines, as Postfix's cleanup(8) does.
-
-    Each logical header is matched with its line breaks removed; the first matching rule
-    acts: REJECT (with optional text), DISCARD, IGNORE (drop the header), PREPEND and
-    REPLACE (with 'Name: value'), WARN and INFO (log), DUNNO and OK (keep as is).
-    """
-    result = HeaderCheckResult()
-    for header in logical_headers(lines):
-        if not table:
-            result.headers.append(header)
-            continue
-        subject = header.decode("latin-1").replace("\r\n", "").rstrip("\n")
-        found = table.lookup(subject)
-        if found is None:
-            result.headers.append(header)
-            continue
-        rule, text = found
-        shown = subject[:120]
-        if rule.action == "REJECT":
-            log.info("%s: reject: header %s: %s", queue_id, shown,
-                     text or replies.CONTENT_REJECTED)
-            result.reject = replies.soften(f"550 5.7.1 {text or replies.CONTENT_REJECTED}",
-                                           soft_bounce)
-            return result
-        if rule.action == "DISCARD":
-            log.info("%s: discard: header %s: %s", queue_id, shown, text)
-            result.discard = text or "header_checks DISCARD"
-            return result
-        if rule.action in ("WARN", "INFO"):
-            level = logging.WARNING if rule.action == "WARN" else logging.INFO
-            log.log(level, "%s: %s: header %s: %s", queue_id,
-                    "warning" if rule.action == "WARN" else "info", shown, text)
-            result.headers.append(header)
-        elif rule.action == "PREPEND":
-            result.headers.append(text.encode("utf-8") + b"\r\n")
-            result.headers.append(header)
-        elif rule.action == "REPLACE":
-            result.headers.append(text.encode("utf-8") + b"\r\n")
-        elif rule.action == "IGNORE":
-            continue
-        else:
-            result.headers.append(header)
+    """Apply header_checks at receipt (sesrelay.header_checks decides), log what its
+    rules did as Postfix's cleanup(8) logs it, and turn a REJECT into the reply."""
+    checked = header_checks.apply_header_checks(table, lines)
+    result = HeaderCheckResult(checked.headers)
+    for event in checked.events:
+        if event.action in _LOGGED:
+            level = logging.WARNING if event.action == "WARN" else logging.INFO
+            log.log(level, "%s: %s: header %s: %s", queue_id, _LOGGED[event.action],
+                    event.header, printable(event.text))
+    stopped = checked.stopped
+    if stopped is not None and stopped.action == "REJECT":
+        text = printable(stopped.text) or replies.CONTENT_REJECTED
+        log.info("%s: reject: header %s: %s", queue_id, stopped.header, text)
+        result.reject = replies.soften(f"550 5.7.1 {text}", soft_bounce)
+    elif stopped is not None:
+        result.discard = printable(stopped.text) or "header_checks DISCARD"
+        log.info("%s: discard: header %s: %s", queue_id, stopped.header, result.discard)
     return result
 
 

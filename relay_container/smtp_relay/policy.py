@@ -1,7 +1,7 @@
 """Postfix's recipient policy: smtpd_relay_restrictions, smtpd_recipient_restrictions,
 reject_unauth_destination with relay_domains, relay_recipient_maps, SMTP AUTH
 (permit_sasl_authenticated, the reject_*_sender_login_mismatch family with
-smtpd_sender_login_maps) and soft_bounce.
+smtpd_sender_login_maps), the SES sender check (ses_unverified_sender) and soft_bounce.
 
 Pure functions of the configuration, the client (address and SASL login), the sender and
 the recipient, so every rule is testable without a socket.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sesrelay import ses_identities
 from sesrelay.config import Config
 from smtp_relay import replies
 
@@ -150,6 +151,17 @@ def _evaluate(config: Config, restrictions: tuple[str, ...], client_address: str
                     "Access denied")
         # dunno decides nothing.
     return None
+
+
+def check_sender(config: Config, written: str, rewritten: str) -> str | None:
+    """ses_unverified_sender = reject: the reply for an envelope sender that no verified
+    SES identity covers (checked as SES will see it, after address rewriting), or None.
+    Nothing is checked for the null sender, or while ses_identities is empty."""
+    if (config.ses_unverified_sender != "reject" or not config.ses_identities
+            or not rewritten or ses_identities.covers(config.ses_identities, rewritten)):
+        return None
+    return replies.soften(f"553 5.7.1 <{written}>: Sender address rejected: not a verified "
+                          "SES identity", config.soft_bounce)
 
 
 def check_recipient(config: Config, client_address: str, recipient: Recipient,

@@ -32,7 +32,7 @@ from smtp_relay.cleanup import (
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, protocol_name, received_header
 from smtp_relay.metrics import RelayMetrics
-from smtp_relay.policy import check_recipient, parse_recipient
+from smtp_relay.policy import check_recipient, check_sender, parse_recipient
 from smtp_relay.sasl import Authenticator, Login, login_of
 from smtp_relay.tls import TlsSession
 
@@ -166,9 +166,29 @@ class Relay:
         (aiosmtpd treats an empty sender as no MAIL command) and is "" in the spool."""
         if address != "<>" and "@" not in address:
             address = f"{address}@{self.config.myorigin}"
+        if not self.config.smtpd_delay_reject:
+            reply = self._check_sender(address)
+            if reply:
+                self._log_reject(session, "MAIL", reply, address, "")
+                return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
+
+    def _check_sender(self, address: str) -> str | None:
+        """The SES sender verdict for a MAIL FROM address ("<>": the null sender)."""
+        sender = "" if address == "<>" else address
+        return check_sender(self.config, sender,
+                            self.cleanup.sender(sender) if sender else "")
+
+    def _log_reject(self, session: Session, stage: str, reply: str, sender: str,
+                    recipient: str) -> None:
+        """smtpd's NOQUEUE reject line, and the reply's metric."""
+        log.info("NOQUEUE: reject: %s from %s: %s; from=<%s>%s proto=%s helo=<%s>", stage,
+                 _client(session), reply, sender, f" to=<{recipient}>" if recipient else "",
+                 "ESMTP" if session.extended_smtp else "SMTP", session.host_name)
+        self.metrics.count(telemetry.DEFERRED if reply.startswith("4")
+                           else telemetry.REJECTED)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, dsn: dsn_params.RecipientParameters) -> str:
@@ -182,15 +202,15 @@ class Relay:
                 or len(recipient.address) > MAX_ADDRESS_LENGTH):
             return replies.BAD_ADDRESS
         login = login_of(session)
-        reply = check_recipient(self.config, client_address(session), recipient,
-                                self.cleanup.knows, login.username if login else None,
-                                "" if envelope.mail_from == "<>" else envelope.mail_from or "")
+        # smtpd_delay_reject = yes: the sender's verdict comes first, at RCPT TO.
+        reply = self._check_sender(envelope.mail_from or "<>") \
+            if self.config.smtpd_delay_reject else None
+        reply = reply or check_recipient(
+            self.config, client_address(session), recipient, self.cleanup.knows,
+            login.username if login else None,
+            "" if envelope.mail_from == "<>" else envelope.mail_from or "")
         if reply:
-            log.info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-                     _client(session), reply, envelope.mail_from, address,
-                     "ESMTP" if session.extended_smtp else "SMTP", session.host_name)
-            self.metrics.count(telemetry.DEFERRED if reply.startswith("4")
-                               else telemetry.REJECTED)
+            self._log_reject(session, "RCPT", reply, envelope.mail_from or "", address)
             return reply
         envelope.rcpt_tos.append(recipient.address)
         dsn_params.accept_recipient(envelope, recipient.address, dsn)

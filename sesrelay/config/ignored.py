@@ -78,9 +78,8 @@ REFUSED: tuple[tuple[str, str], ...] = (
      r"sender_bcc_maps|recipient_bcc_maps|virtual_mailbox_domains|virtual_mailbox_maps|"
      r"receive_override_options|always_add_missing_headers",
      "ignoring it would change what is delivered, where or to whom"),
-    # Content checks at delivery (smtp_header_checks is not implemented yet either).
-    (r"smtp_header_checks|smtp_mime_header_checks|smtp_nested_header_checks|"
-     r"smtp_body_checks",
+    # Content checks at delivery other than smtp_header_checks.
+    (r"smtp_mime_header_checks|smtp_nested_header_checks|smtp_body_checks",
      "ignoring it would send mail to SES without the outbound rewriting it asks for"),
     # Restrictions and filters that only ever reject or divert mail.
     (r"smtpd_client_restrictions|smtpd_helo_restrictions|smtpd_sender_restrictions|"

@@ -85,10 +85,19 @@ class Config:
     smtpd_recipient_restrictions: tuple[str, ...] = _param(
         values.parse_restrictions, "",
         "Further recipient restrictions, evaluated after smtpd_relay_restrictions.", RELAY)
+    smtpd_delay_reject: bool = _param(
+        values.parse_bool, "yes",
+        "Give the sender's verdict (ses_unverified_sender) at RCPT TO, as Postfix delays "
+        "its sender restrictions; no: at MAIL FROM.", RELAY)
     header_checks: tables.RegexpTable = _param(
         tables.parse_regexp_tables, "",
-        "regexp:/pcre: tables applied to each message header: REJECT, IGNORE, WARN, "
-        "PREPEND, REPLACE, DISCARD, INFO, DUNNO, OK.", RELAY)
+        "regexp:/pcre: tables applied to each message header at receipt: REJECT, "
+        "DISCARD, IGNORE, STRIP, WARN, INFO, PREPEND, REPLACE, DUNNO, OK.", RELAY)
+    smtp_header_checks: tables.RegexpTable = _param(
+        tables.header_checks_parser("smtp_header_checks", tables.SMTP_HEADER_ACTIONS), "",
+        "regexp:/pcre: tables applied by the worker to each message header just before "
+        "SES (also to bounces): IGNORE, STRIP, WARN, INFO, PREPEND, REPLACE, DUNNO, OK.",
+        RELAY)
 
     # Address rewriting (Postfix's cleanup, once, before the spool; see cleanup.py)
     recipient_delimiter: str = _param(
@@ -357,6 +366,12 @@ class Config:
     ses_identities: tuple[str, ...] = _param(
         values.parse_address_list, "",
         "Verified SES identities (domains or addresses) the worker may send as.", SES)
+    ses_unverified_sender: str = _param(
+        values.choice_parser("reject", "accept"), "reject",
+        "An envelope sender (after address rewriting) that ses_identities does not cover: "
+        "reject (553 5.7.1 at RCPT TO, or at MAIL FROM with smtpd_delay_reject = no) or "
+        "accept (SES decides when the worker sends). No effect while ses_identities is "
+        "empty; the null sender is never checked.", SES)
     ses_max_send_rate: float = _param(values.parse_float, "14",
                                       "Recipients per second, as SES counts them (0: no limit).",
                                       SES)

@@ -294,8 +294,12 @@ def parse_recipient_tables(value: str, where: str) -> RecipientTable:
 
 # --- regexp tables (header_checks) -----------------------------------------------------
 
-HEADER_ACTIONS = ("REJECT", "IGNORE", "WARN", "PREPEND", "REPLACE", "DUNNO", "OK", "INFO",
-                  "DISCARD")
+HEADER_ACTIONS = ("REJECT", "IGNORE", "STRIP", "WARN", "PREPEND", "REPLACE", "DUNNO", "OK",
+                  "INFO", "DISCARD")
+# The actions Postfix's smtp(8) client supports in smtp_header_checks; header_checks(5)
+# marks the others "not supported with smtp header/body checks".
+SMTP_HEADER_ACTIONS = ("DUNNO", "OK", "IGNORE", "INFO", "PREPEND", "REPLACE", "STRIP",
+                       "WARN")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,26 @@ def test_errors_name_the_table_file_and_line(tmp_path: Path) -> None:
     assert f"{checks}:2: header_checks action 'HOLD' is not supported" in message
 
 
+@pytest.mark.parametrize("action", ["REJECT", "DISCARD", "HOLD", "REDIRECT a@b.example",
+                                    "FILTER smtp:x", "BCC a@b.example", "PASS"])
+def test_smtp_header_checks_refuses_what_smtp8_does_not_support(tmp_path: Path,
+                                                                action: str) -> None:
+    checks = tmp_path / "smtp_header_checks"
+    checks.write_text(f"/^From:/ REPLACE From: a@example.com\n/^Subject:/ {action}\n")
+    message = error(tmp_path, f"smtp_header_checks = regexp:{checks}\n")
+    assert (f"{checks}:2: smtp_header_checks action '{action.split()[0]}' is not "
+            "supported") in message
+
+
+def test_smtp_header_checks_takes_every_action_smtp8_supports(tmp_path: Path) -> None:
+    checks = tmp_path / "smtp_header_checks"
+    checks.write_text("/^A:/ DUNNO\n/^B:/ IGNORE\n/^C:/ INFO seen\n/^D:(.*)/ PREPEND X-D:$1\n"
+                      "/^E:/ REPLACE E: e\n/^F:/ STRIP gone\n/^G:/ WARN look\n/^H:/ OK\n")
+    table = load(tmp_path, f"smtp_header_checks = pcre:{checks}\n").smtp_header_checks
+    assert [rule.action for rule in table.rules] == [
+        "DUNNO", "IGNORE", "INFO", "PREPEND", "REPLACE", "STRIP", "WARN", "OK"]
+
+
 def test_missing_table_file_is_an_error(tmp_path: Path) -> None:
     message = error(tmp_path, "\nrelay_recipient_maps = hash:/nonexistent/relay_recipients\n")
     assert message.startswith(str(tmp_path / "main.cf") + ":2: cannot read table "
