@@ -8,7 +8,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import pytest
@@ -28,9 +28,9 @@ NAMES = ["smtp.dev.example.internal", "sesrelay-dev-lb-0123.elb.eu-west-1.amazon
 class Responses(http.server.BaseHTTPRequestHandler):
     """Keeps each body PUT to it, as CloudFormation's response bucket would."""
 
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
 
-    def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_PUT(self) -> None:
         length = int(self.headers["Content-Length"])
         self.received.append(json.loads(self.rfile.read(length)))
         self.send_response(200)
