@@ -12,7 +12,9 @@ An environment looks like this (every key but ``relay`` is optional)::
       "alarm_email": "ops@example.com",
       "private_dns": {"zone_name": "example.internal", "record_name": "smtp"},
       "endpoint_service": {"allowed_principals": ["arn:aws:iam::210987654321:root"]},
-      "events": {"configuration_set_exists": false}
+      "events": {"configuration_set_exists": false},
+      "smtp_ports": [25, 587, 465],
+      "tls": {"certificate_secret": "sesrelay/prod/smtp-tls"}
     }
 
 ``relay`` holds Postfix and ``ses_`` parameters and is validated by the configuration
@@ -20,9 +22,12 @@ model the relay itself uses, so a value the relay would refuse fails synthesis w
 model's message. With ``relay.ses_configuration_set`` the stack creates that SES
 configuration set and captures its events in the trail; ``events.configuration_set_exists``
 says the set exists already (made outside this stack), so only its event destination is
-added. ``vpc`` either describes a VPC to create or, with ``vpc_id``, one to
-import; an imported VPC is described in full (subnet IDs and CIDRs) so that synthesis
-needs no AWS credentials.
+added. ``smtp_ports`` lists the load balancer's listeners (25 by default; 587 is
+submission with STARTTLS, 465 implicit TLS); with TLS asked for, ``tls.certificate_secret``
+names the operator's certificate secret, or without it the stack generates a self-signed
+certificate at deploy time (stacks/certificate.py). ``vpc`` either describes a VPC to
+create or, with ``vpc_id``, one to import; an imported VPC is described in full (subnet
+IDs and CIDRs) so that synthesis needs no AWS credentials.
 """
 
 from __future__ import annotations
