@@ -425,9 +425,11 @@ def _check_networks(settings: EnvironmentSettings, where: str) -> None:
 def _smtp_ports(env: _Reader) -> tuple[int, ...]:
     value = env.data.get("smtp_ports", [SMTP_PORT])
     if (not isinstance(value, list) or not value or len(set(value)) != len(value)
-            or any(port not in SMTP_PORTS for port in value)):
+            or any(port not in SMTP_PORTS for port in value) or SMTP_PORT not in value):
+        # Port 25's target group is the one the scaling policy and the dashboard watch.
         raise SettingsError(f"{env.where}.smtp_ports: expected a list of distinct ports "
-                            f"from {', '.join(map(str, SMTP_PORTS))}, got {value!r}")
+                            f"from {', '.join(map(str, SMTP_PORTS))}, 25 among them, "
+                            f"got {value!r}")
     return tuple(sorted(value))
 
 

@@ -83,10 +83,9 @@ class RelayService(Construct):
             self, "LoadBalancerSecurityGroup", vpc=vpc, allow_all_outbound=False,
             description=f"sesrelay {settings.name} NLB: SMTP from mynetworks only")
         peers = {f"mynetworks {cidr}": _peer(cidr) for cidr in settings.client_networks}
-        if SMTP_PORT in settings.smtp_ports:
-            for description, peer in peers.items():
-                self.lb_security_group.add_ingress_rule(peer, ec2.Port.tcp(SMTP_PORT),
-                                                        f"SMTP from {description}")
+        for description, peer in peers.items():
+            self.lb_security_group.add_ingress_rule(peer, ec2.Port.tcp(SMTP_PORT),
+                                                    f"SMTP from {description}")
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=vpc, allow_all_outbound=False,
             description=f"sesrelay {settings.name} relay tasks: SMTP from the NLB only")
@@ -111,10 +110,8 @@ class RelayService(Construct):
         # Port 25's target group: also the one the dashboard and the scaling policy watch.
         self.target_group = target_group(self, "Targets", vpc, CONTAINER_PORT,
                                          DEREGISTRATION_DELAY)
-        if SMTP_PORT in settings.smtp_ports:
-            self.load_balancer.add_listener("Smtp", port=SMTP_PORT,
-                                            protocol=elbv2.Protocol.TCP,
-                                            default_target_groups=[self.target_group])
+        self.load_balancer.add_listener("Smtp", port=SMTP_PORT, protocol=elbv2.Protocol.TCP,
+                                        default_target_groups=[self.target_group])
         self.listeners = RelayListeners(
             self, "Listeners", settings=settings, vpc=vpc, load_balancer=self.load_balancer,
             security_group=self.lb_security_group, peers=peers,

@@ -163,9 +163,11 @@ def test_submission_port_needs_starttls_and_tls_settings_need_tls(offline: None)
     with pytest.raises(SettingsError, match=r"prod\.smtp_ports: 587 is submission with "
                                             "STARTTLS"):
         cdk_app.create_app(context)
-    context["environments"]["prod"]["smtp_ports"] = [25, 2525]
-    with pytest.raises(SettingsError, match=r"smtp_ports: expected a list of distinct ports"):
-        cdk_app.create_app(context)
+    for ports in ([25, 2525], [587], [25, 25]):
+        context["environments"]["prod"]["smtp_ports"] = ports
+        with pytest.raises(SettingsError, match=r"smtp_ports: expected a list of distinct "
+                                                r"ports from 25, 587, 465, 25 among them"):
+            cdk_app.create_app(context)
     context["environments"]["prod"]["smtp_ports"] = [25]
     context["environments"]["prod"]["tls"] = {"certificate_secret": "x"}
     with pytest.raises(SettingsError, match=r"prod\.tls: the relay does not speak TLS"):
