@@ -12,7 +12,9 @@ An environment looks like this (every key but ``relay`` is optional)::
       "alarm_email": "ops@example.com",
       "private_dns": {"zone_name": "example.internal", "record_name": "smtp"},
       "endpoint_service": {"allowed_principals": ["arn:aws:iam::210987654321:root"]},
-      "events": {"configuration_set_exists": false}
+      "events": {"configuration_set_exists": false},
+      "smtp_ports": [25, 587, 465],
+      "tls": {"certificate_secret": "sesrelay/prod/smtp-tls"}
     }
 
 ``relay`` holds Postfix and ``ses_`` parameters and is validated by the configuration
@@ -20,22 +22,42 @@ model the relay itself uses, so a value the relay would refuse fails synthesis w
 model's message. With ``relay.ses_configuration_set`` the stack creates that SES
 configuration set and captures its events in the trail; ``events.configuration_set_exists``
 says the set exists already (made outside this stack), so only its event destination is
-added. ``vpc`` either describes a VPC to create or, with ``vpc_id``, one to
-import; an imported VPC is described in full (subnet IDs and CIDRs) so that synthesis
-needs no AWS credentials.
+added. ``smtp_ports`` lists the load balancer's listeners (25 by default; 587 is
+submission with STARTTLS, 465 implicit TLS); with TLS asked for, ``tls.certificate_secret``
+names the operator's certificate secret, or without it the stack generates a self-signed
+certificate at deploy time (stacks/certificate.py). ``vpc`` either describes a VPC to
+create or, with ``vpc_id``, one to import; an imported VPC is described in full (subnet
+IDs and CIDRs) so that synthesis needs no AWS credentials.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import ipaddress
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import aws_logs as logs
 
+from sesrelay.certificates import self_signed
 from sesrelay.config import Config, config_from_mapping
+from sesrelay.config.tls import tls_wanted
 from sesrelay.timeouts import WORKER_TIMEOUT, worker_timeout_needed
+
+# TLS and SMTP AUTH: the certificate files and the user table are the deployment's (from
+# Secrets Manager); which listeners speak implicit TLS follows smtp_ports.
+TLS_STACK_PARAMETERS = (
+    "smtpd_tls_cert_file",
+    "smtpd_tls_key_file",
+    "smtpd_tls_wrappermode",
+    "sesrelay_smtps_port",
+    "sesrelay_sasl_users",
+)
 
 # Parameters whose values come from the deployment itself (resource names, the
 # container's port, the NLB's subnets): an environment may not set them.
@@ -47,31 +69,52 @@ STACK_PARAMETERS = (
     "sesrelay_listen_port",
     "smtpd_upstream_proxy_protocol",
     "sesrelay_proxy_networks",
+    *TLS_STACK_PARAMETERS,
 )
-
-# TLS and SMTP AUTH need a certificate and a user table in the task (from Secrets Manager),
-# which these stacks do not provide yet: asking for them fails synthesis, rather than
-# deploying a relay that would speak plain SMTP or refuse every login.
-NOT_DEPLOYABLE_YET = (
-    "smtpd_tls_security_level",
-    "smtpd_use_tls",
-    "smtpd_enforce_tls",
-    "smtpd_tls_wrappermode",
-    "sesrelay_smtps_port",
-    "smtpd_tls_cert_file",
-    "smtpd_sasl_auth_enable",
-    "sesrelay_sasl_users",
-)
-_OFF = ("", "no", "false", "none", "0")
 
 # The SMTP port applications connect to on the load balancer, and the port the
 # non-root relay listens on in its container (ports below 1024 would need root).
 SMTP_PORT = 25
 CONTAINER_PORT = 2525
+# Submission with STARTTLS (what applications configured for SES's SMTP interface use):
+# the same relay listener as port 25, behind a listener of its own.
+SUBMISSION_PORT = 587
+# Implicit TLS (Postfix's smtps service, smtpd_tls_wrappermode) and its container port.
+SMTPS_PORT = 465
+SMTPS_CONTAINER_PORT = 4465
+SMTP_PORTS = (SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT)
 
 # The version of the public Powertools for AWS Lambda (Python) v3 layer, as listed in
 # its documentation; an environment may pin another (say, if a region lags behind).
 POWERTOOLS_LAYER_VERSION = 27
+
+
+# The user table the configuration is checked with at synthesis; the relay task gets the
+# secret the stack creates instead.
+USERS_PLACEHOLDER = "secretsmanager:sesrelay-users-created-by-the-stack"
+
+
+@functools.cache
+def _validation_certificate() -> tuple[str, str]:
+    """A throwaway certificate and key, made at synthesis only so that the configuration
+    model can check the TLS parameters with real files (it opens them). They are never
+    deployed: the task gets its certificate from Secrets Manager at start."""
+    directory = Path(tempfile.mkdtemp(prefix="sesrelay-synth-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    files = self_signed(directory, ["sesrelay-synthesis.invalid"], days=1)
+    return str(files.cert_file), str(files.key_file)
+
+
+def deployment_parameters(smtp_ports: tuple[int, ...]) -> dict[str, object]:
+    """The TLS and AUTH parameters the deployment fixes, as the configuration is checked
+    at synthesis (the relay task's own values replace the files and the user table)."""
+    cert_file, key_file = _validation_certificate()
+    return {
+        "smtpd_tls_cert_file": cert_file,
+        "smtpd_tls_key_file": key_file,
+        "sesrelay_sasl_users": USERS_PLACEHOLDER,
+        "sesrelay_smtps_port": SMTPS_CONTAINER_PORT if SMTPS_PORT in smtp_ports else 0,
+    }
 
 
 class SettingsError(ValueError):
@@ -153,6 +196,15 @@ class EventsSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """Where the relay's certificate comes from: the operator's secret (name or ARN; JSON
+    with certificate and private_key, sesrelay.tls_secret), or, without one, a
+    self-signed certificate the deployment generates for the relay's names."""
+
+    certificate_secret: str | None = None
+
+
+@dataclass(frozen=True)
 class EnvironmentSettings:
     """One deployment, as cdk.json describes it."""
 
@@ -170,6 +222,18 @@ class EnvironmentSettings:
     log_retention_days: int
     powertools_layer_version: int
     events: EventsSettings = EventsSettings()
+    smtp_ports: tuple[int, ...] = (SMTP_PORT,)
+    tls: TlsSettings | None = None
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the relay speaks TLS (and the deployment provides a certificate)."""
+        return tls_wanted(self.config)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the relay offers SMTP AUTH (and the deployment creates the user table)."""
+        return self.config.smtpd_sasl_auth_enable
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -187,6 +251,7 @@ class EnvironmentSettings:
         return config_from_mapping(
             {
                 **self.relay,
+                **deployment_parameters(self.smtp_ports),
                 "smtpd_upstream_proxy_protocol": "haproxy",
                 "sesrelay_proxy_networks": proxy_networks,
                 "sesrelay_listen_port": CONTAINER_PORT,
@@ -288,7 +353,7 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
     env = _Reader(context["environments"][name], f"cdk.json environments.{name}")
     env.check_keys({"account", "region", "vpc", "relay", "service", "worker", "alarm_email",
                     "private_dns", "endpoint_service", "log_retention_days",
-                    "powertools_layer_version", "events"})
+                    "powertools_layer_version", "events", "smtp_ports", "tls"})
 
     relay_reader = env.child("relay")
     if relay_reader is None:
@@ -299,13 +364,10 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
     if fixed:
         raise SettingsError(f"{relay_reader.where}: {', '.join(fixed)} cannot be set here: "
                             "the deployment sets them from the resources it creates")
-    asked = [name for name in NOT_DEPLOYABLE_YET
-             if name in relay and str(relay[name]).strip().lower() not in _OFF]
-    if asked:
-        raise SettingsError(f"{relay_reader.where}: {', '.join(asked)}: TLS and SMTP AUTH "
-                            "cannot be deployed with these stacks yet (the certificate and "
-                            "the user table from Secrets Manager are not provided)")
-    config = config_from_mapping(relay, source=relay_reader.where)
+    smtp_ports = _smtp_ports(env)
+    config = config_from_mapping({**relay, **deployment_parameters(smtp_ports)},
+                                 source=relay_reader.where)
+    tls = _tls(env.child("tls"), config, smtp_ports, env.where)
 
     retention = env.integer("log_retention_days", 90, 1, 3653)
     if retention not in _RETENTION_DAYS:
@@ -328,6 +390,8 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
         powertools_layer_version=env.integer("powertools_layer_version",
                                              POWERTOOLS_LAYER_VERSION, 1, 10_000),
         events=_events(env.child("events"), config),
+        smtp_ports=smtp_ports,
+        tls=tls,
     )
     _check_networks(settings, relay_reader.where)
     _check_worker_timeout(settings, env.where)
@@ -356,6 +420,34 @@ def _check_networks(settings: EnvironmentSettings, where: str) -> None:
         if ipaddress.ip_network(net).prefixlen == 0:
             raise SettingsError(f"{where}.mynetworks: {net} would admit the whole Internet to "
                                 "the load balancer and make an open relay")
+
+
+def _smtp_ports(env: _Reader) -> tuple[int, ...]:
+    value = env.data.get("smtp_ports", [SMTP_PORT])
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or any(port not in SMTP_PORTS for port in value) or SMTP_PORT not in value):
+        # Port 25's target group is the one the scaling policy and the dashboard watch.
+        raise SettingsError(f"{env.where}.smtp_ports: expected a list of distinct ports "
+                            f"from {', '.join(map(str, SMTP_PORTS))}, 25 among them, "
+                            f"got {value!r}")
+    return tuple(sorted(value))
+
+
+def _tls(reader: _Reader | None, config: Config, smtp_ports: tuple[int, ...],
+         where: str) -> TlsSettings | None:
+    """The certificate's origin when the relay speaks TLS; errors for TLS asked half-way."""
+    if SUBMISSION_PORT in smtp_ports and config.tls_level == "none":
+        raise SettingsError(f"{where}.smtp_ports: {SUBMISSION_PORT} is submission with "
+                            "STARTTLS: set relay.smtpd_tls_security_level (may or encrypt)")
+    if not tls_wanted(config):
+        if reader is not None:
+            raise SettingsError(f"{where}.tls: the relay does not speak TLS: set "
+                                "relay.smtpd_tls_security_level, or list 465 in smtp_ports")
+        return None
+    if reader is None:
+        return TlsSettings()
+    reader.check_keys({"certificate_secret"})
+    return TlsSettings(certificate_secret=reader.optional_text("certificate_secret"))
 
 
 def _vpc(reader: _Reader | None) -> CreatedVpc | ImportedVpc:

@@ -19,11 +19,24 @@ from constructs import Construct
 
 from sesrelay import timeouts
 from sesrelay.commit import COMMIT_PREFIX
+from sesrelay.config import env_name
+from sesrelay.config.loader import ENV_TLS_SECRET
 from sesrelay.spool import KEY_PREFIX
 from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_RELAY, metrics_namespace
-from stacks.environment import CONTAINER_PORT, SMTP_PORT, EnvironmentSettings
+from sesrelay.tls_secret import CERT_FILE, KEY_FILE
+from sesrelay.users import SECRETS_MANAGER
+from stacks.certificate import RelayCertificate
+from stacks.environment import (
+    CONTAINER_PORT,
+    SMTP_PORT,
+    SMTPS_CONTAINER_PORT,
+    SMTPS_PORT,
+    EnvironmentSettings,
+)
 from stacks.nag import acknowledge, logical_id
 from stacks.network import Network
+from stacks.relay_listeners import RelayListeners, target_group
+from stacks.smtp_users import SmtpUsers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "relay_container/Dockerfile"
@@ -69,9 +82,10 @@ class RelayService(Construct):
         self.lb_security_group = ec2.SecurityGroup(
             self, "LoadBalancerSecurityGroup", vpc=vpc, allow_all_outbound=False,
             description=f"sesrelay {settings.name} NLB: SMTP from mynetworks only")
-        for cidr in settings.client_networks:
-            self.lb_security_group.add_ingress_rule(_peer(cidr), ec2.Port.tcp(SMTP_PORT),
-                                                    f"SMTP from mynetworks {cidr}")
+        peers = {f"mynetworks {cidr}": _peer(cidr) for cidr in settings.client_networks}
+        for description, peer in peers.items():
+            self.lb_security_group.add_ingress_rule(peer, ec2.Port.tcp(SMTP_PORT),
+                                                    f"SMTP from {description}")
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=vpc, allow_all_outbound=False,
             description=f"sesrelay {settings.name} relay tasks: SMTP from the NLB only")
@@ -93,18 +107,15 @@ class RelayService(Construct):
                     "plain TCP (SMTP with STARTTLS end to end). Each session is logged by "
                     "the relay with the client address from the PROXY v2 header, and "
                     "rejected flows are in the VPC flow logs.")
-        self.target_group = elbv2.NetworkTargetGroup(
-            self, "Targets", vpc=vpc, port=CONTAINER_PORT, protocol=elbv2.Protocol.TCP,
-            target_type=elbv2.TargetType.IP,
-            # The relay learns each client's address from the PROXY v2 header.
-            proxy_protocol_v2=True,
-            deregistration_delay=DEREGISTRATION_DELAY,
-            health_check=elbv2.HealthCheck(
-                protocol=elbv2.Protocol.TCP, interval=cdk.Duration.seconds(10),
-                healthy_threshold_count=2, unhealthy_threshold_count=2),
-        )
+        # Port 25's target group: also the one the dashboard and the scaling policy watch.
+        self.target_group = target_group(self, "Targets", vpc, CONTAINER_PORT,
+                                         DEREGISTRATION_DELAY)
         self.load_balancer.add_listener("Smtp", port=SMTP_PORT, protocol=elbv2.Protocol.TCP,
                                         default_target_groups=[self.target_group])
+        self.listeners = RelayListeners(
+            self, "Listeners", settings=settings, vpc=vpc, load_balancer=self.load_balancer,
+            security_group=self.lb_security_group, peers=peers,
+            deregistration_delay=DEREGISTRATION_DELAY)
 
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc,
                                    container_insights_v2=ecs.ContainerInsights.ENABLED)
@@ -116,6 +127,9 @@ class RelayService(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX))
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
                                        removal_policy=cdk.RemovalPolicy.DESTROY)
+        environment, labels = self._secrets(settings, task, environment, log_retention)
+        ports = [CONTAINER_PORT] + ([SMTPS_CONTAINER_PORT]
+                                    if SMTPS_PORT in settings.smtp_ports else [])
         container = task.add_container(
             "relay",
             image=ecs.ContainerImage.from_asset(
@@ -124,8 +138,9 @@ class RelayService(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix="relay", log_group=self.log_group),
             environment={**environment, NAMESPACE_ENV: metrics_namespace(settings.name),
                          SERVICE_ENV: SERVICE_RELAY},
-            port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT,
-                                           protocol=ecs.Protocol.TCP)],
+            port_mappings=[ecs.PortMapping(container_port=port, protocol=ecs.Protocol.TCP)
+                           for port in ports],
+            docker_labels=labels,
             command=serve_arguments(settings.service.cpu),
             user=RELAY_USER,
             readonly_root_filesystem=True,
@@ -142,7 +157,9 @@ class RelayService(Construct):
         acknowledge(task, "AwsSolutions-ECS2",
                     "The environment variables are the relay's non-secret configuration "
                     "(Postfix parameters from the configuration model and resource names); "
-                    "the relay needs no secrets, its AWS access comes from the task role.")
+                    "the TLS certificate and the SMTP AUTH user table are read from Secrets "
+                    "Manager by the relay itself with the task role, never passed in the "
+                    "environment.")
         task.add_to_task_role_policy(iam.PolicyStatement(
             sid="SpoolMessages", actions=["s3:PutObject"],
             resources=[f"{bucket_arn}/{KEY_PREFIX}*"]))
@@ -178,9 +195,49 @@ class RelayService(Construct):
             health_check_grace_period=cdk.Duration.seconds(60),
         )
         self.service.attach_to_network_target_group(self.target_group)
+        self.listeners.register(self.service, container.container_name)
         self.load_balancer.connections.allow_to(self.service, ec2.Port.tcp(CONTAINER_PORT),
                                                 "SMTP (PROXY v2) and health checks to tasks")
+        if SMTPS_PORT in settings.smtp_ports:
+            self.load_balancer.connections.allow_to(
+                self.service, ec2.Port.tcp(SMTPS_CONTAINER_PORT),
+                "SMTPS (PROXY v2, then TLS) and health checks to tasks")
         self._autoscale(settings)
+
+    def _secrets(self, settings: EnvironmentSettings, task: ecs.FargateTaskDefinition,
+                 environment: dict[str, str], log_retention: logs.RetentionDays
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+        """The certificate and the user table, when the relay speaks TLS or offers AUTH:
+        (the container's environment, its Docker labels). Only the task role may read
+        them; the relay reads them itself (sesrelay.tls_secret, sesrelay.users)."""
+        environment = dict(environment)
+        labels: dict[str, str] = {}
+        self.certificate: RelayCertificate | None = None
+        self.users: SmtpUsers | None = None
+        if settings.tls_enabled:
+            self.certificate = RelayCertificate(
+                self, "Certificate", settings=settings,
+                load_balancer_dns=self.load_balancer.load_balancer_dns_name,
+                log_retention=log_retention)
+            self.certificate.secret.grant_read(task.task_role)
+            environment |= {ENV_TLS_SECRET: self.certificate.secret_arn,
+                            env_name("smtpd_tls_cert_file"): str(CERT_FILE),
+                            env_name("smtpd_tls_key_file"): str(KEY_FILE)}
+            if self.certificate.fingerprint:
+                # A new certificate is a new task definition: the tasks, which read the
+                # secret only at start, are replaced and serve it.
+                labels["sesrelay.tls-fingerprint-sha256"] = self.certificate.fingerprint
+        else:
+            for name in ("smtpd_tls_cert_file", "smtpd_tls_key_file"):
+                environment.pop(env_name(name), None)
+        if settings.auth_enabled:
+            self.users = SmtpUsers(self, "SmtpUsers", settings=settings,
+                                   task_role=task.task_role)
+            environment[env_name("sesrelay_sasl_users")] = (
+                SECRETS_MANAGER + self.users.secret.secret_arn)
+        else:
+            environment.pop(env_name("sesrelay_sasl_users"), None)
+        return environment, labels
 
     def _autoscale(self, settings: EnvironmentSettings) -> None:
         """Scale on CPU, and on concurrent SMTP connections per healthy task."""

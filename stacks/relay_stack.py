@@ -13,6 +13,7 @@ from constructs import Construct
 
 from sesrelay import deployment
 from sesrelay.config import env_name, to_environment
+from sesrelay.config.parameters import PARAMETERS, SASL, TLS
 from stacks.environment import EnvironmentSettings
 from stacks.monitoring import Monitoring
 from stacks.network import Network
@@ -41,8 +42,14 @@ class SesRelayStack(cdk.Stack):
         trail = Trail(self, "Trail")
         # Resource names are tokens until deployment: they are set under the model's
         # environment names instead of going through its $name expansion.
+        # TLS and AUTH are the relay's alone: the worker and the events handler would
+        # look for certificate files and a user table they do not have.
+        relay_only = {env_name(p.name) for p in PARAMETERS.values() if p.group in (TLS, SASL)}
+        relay_parameters = {name: value for name, value in to_environment(config).items()
+                            if name in relay_only}
         environment = {
-            **to_environment(config),
+            **{name: value for name, value in to_environment(config).items()
+               if name not in relay_only},
             env_name("sesrelay_spool_bucket"): spool.bucket.bucket_name,
             env_name("sesrelay_spool_queue_url"): spool.queue.queue_url,
             env_name("sesrelay_trail_table"): trail.table.table_name,
@@ -53,8 +60,8 @@ class SesRelayStack(cdk.Stack):
         idempotency_table = worker.idempotency_table
         relay = RelayService(
             self, "Relay", settings=settings, network=network,
-            environment={**environment, env_name("sesrelay_idempotency_table"):
-                         idempotency_table.table_name},
+            environment={**environment, **relay_parameters,
+                         env_name("sesrelay_idempotency_table"): idempotency_table.table_name},
             bucket_arn=spool.bucket.bucket_arn, queue=spool.queue,
             idempotency_table_arn=idempotency_table.table_arn, log_retention=retention)
         events = None
@@ -79,7 +86,24 @@ class SesRelayStack(cdk.Stack):
             cdk.CfnOutput(self, "EndpointServiceName", value=service.vpc_endpoint_service_name,
                           description="PrivateLink service name for interface endpoints")
         cdk.CfnOutput(self, "RelayHost", value=endpoint,
-                      description="relayhost for applications (SMTP, port 25)")
+                      description="relayhost for applications (ports: "
+                                  f"{', '.join(map(str, settings.smtp_ports))})")
+        self._tls_outputs(relay)
+
+    def _tls_outputs(self, relay: RelayService) -> None:
+        """The certificate clients must trust, and the user table to manage."""
+        if relay.certificate:
+            cdk.CfnOutput(self, "TlsCertificateSecret", value=relay.certificate.secret_arn,
+                          description="the secret the relay reads its certificate from")
+        if relay.certificate and relay.certificate.fingerprint:
+            cdk.CfnOutput(self, "TlsCertificateFingerprint",
+                          value=relay.certificate.fingerprint,
+                          description="SHA-256 fingerprint of the generated self-signed "
+                                      "certificate (what clients must trust)")
+        if relay.users:
+            cdk.CfnOutput(self, "SmtpUsersSecret", value=relay.users.secret.secret_name,
+                          description="SMTP AUTH users: sesrelay users add NAME --table "
+                                      "secretsmanager:<this value>")
 
     def _outputs(self, spool: Spool, trail: Trail, worker: Worker, relay: RelayService,
                  events: SesEvents | None) -> None:

@@ -10,6 +10,7 @@ import socket
 import sys
 
 from sesrelay.config import ConfigError, load_config
+from sesrelay.config.loader import ENV_TLS_SECRET
 from sesrelay.timeouts import DRAIN_SECONDS
 
 
@@ -26,6 +27,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         smtps_listeners,
     )
 
+    if os.environ.get(ENV_TLS_SECRET):
+        # In AWS the certificate files are made from a secret before the configuration,
+        # which checks them, is loaded.
+        from sesrelay.tls_secret import CertificateSecretError, materialise
+
+        try:
+            materialise(os.environ[ENV_TLS_SECRET])
+        except CertificateSecretError as exc:
+            print(f"sesrelay serve: TLS certificate secret {exc}", file=sys.stderr)
+            return 2
     config = load_config(args.config)
     for warning in config.warnings:
         logging.warning("%s", warning)

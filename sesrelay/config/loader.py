@@ -32,8 +32,10 @@ from sesrelay.config.tls import check_tls
 
 ENV_PREFIX = "SESRELAY_"
 ENV_CONFIG_FILE = "SESRELAY_CONFIG"
+# The secret `sesrelay serve` reads the TLS certificate from (sesrelay.tls_secret).
+ENV_TLS_SECRET = "SESRELAY_TLS_SECRET"
 # Variables with the prefix that are not parameters.
-_RESERVED_ENV = {ENV_CONFIG_FILE, "SESRELAY_LOG_LEVEL"}
+_RESERVED_ENV = {ENV_CONFIG_FILE, ENV_TLS_SECRET, "SESRELAY_LOG_LEVEL"}
 
 # With addresses of at most MAX_ADDRESS_LENGTH octets, this many recipients keep an envelope
 # within SQS's 256 KiB message limit.

@@ -18,11 +18,13 @@ from tests.cdk.synth import Deployment
 IMPORTED = "imported"
 IMPORTED_CIDRS = ["10.90.1.0/24", "10.90.2.0/24"]
 CONSUMER_ACCOUNT = "arn:aws:iam::210987654321:root"
+OPERATOR_SECRET = "sesrelay/imported/smtp-tls"
 
 
 def imported_context() -> dict[str, Any]:
     """cdk.json's context plus an environment that imports its VPC, has PrivateLink,
-    runs 2-vCPU tasks and adds its event destination to an existing configuration set."""
+    runs 2-vCPU tasks, adds its event destination to an existing configuration set and
+    serves STARTTLS with the operator's certificate."""
     context = cdk_app.file_context()
     environment = copy.deepcopy(context["environments"]["prod"])
     environment["vpc"] = {
@@ -38,6 +40,10 @@ def imported_context() -> dict[str, Any]:
     environment["service"] = {**environment["service"], "cpu": 2048, "memory_mib": 4096}
     # The configuration set exists already: only its event destination is added.
     environment["events"] = {"configuration_set_exists": True}
+    # STARTTLS on 25 and 587 with the operator's certificate; no AUTH.
+    environment["relay"]["smtpd_tls_security_level"] = "may"
+    environment["smtp_ports"] = [25, 587]
+    environment["tls"] = {"certificate_secret": OPERATOR_SECRET}
     return {"environments": {**context["environments"], IMPORTED: environment},
             "env": IMPORTED}
 

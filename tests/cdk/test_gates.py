@@ -68,6 +68,7 @@ EXPECTED_ACKNOWLEDGMENTS = {
     "AwsSolutions-IAM5[Resource::*]",  # ecr:GetAuthorizationToken
     "AwsSolutions-IAM5[Resource::<SpoolBucket>/spool/*]",  # one key per message
 }
+# With SMTP AUTH: the user table's secret has nothing for Secrets Manager to rotate.
 
 
 def test_every_acknowledgment_carries_a_reason(deployments: dict[str, Deployment]) -> None:
@@ -76,10 +77,12 @@ def test_every_acknowledgment_carries_a_reason(deployments: dict[str, Deployment
         for where, reason in acknowledgments.items():
             # A reason is a sentence that says why, not a placeholder.
             assert len(reason.split()) >= 8, where
+        expected = EXPECTED_ACKNOWLEDGMENTS | (
+            {"AwsSolutions-SMG4"} if deployment.settings.auth_enabled else set())
         nag_rules = {re.sub(r"<SpoolBucket\w+\.Arn>", "<SpoolBucket>",
                             where.split("Annotation::", 1)[1])
                      for where in acknowledgments if "AwsSolutions-" in where}
-        assert nag_rules == EXPECTED_ACKNOWLEDGMENTS, deployment.name
+        assert nag_rules == expected, deployment.name
 
 
 def test_cfn_lint_finds_no_errors(deployments: dict[str, Deployment]) -> None:
@@ -143,12 +146,32 @@ def test_parameters_the_deployment_sets_are_refused(offline: None) -> None:
         cdk_app.create_app(_context_with("dev", {"sesrelay_spool_bucket": "my-bucket"}))
 
 
-def test_tls_and_auth_are_refused_until_the_stacks_provide_them(offline: None) -> None:
-    with pytest.raises(SettingsError, match=r"environments\.dev\.relay: smtpd_tls_security_level"
-                                            r", smtpd_sasl_auth_enable: TLS and SMTP AUTH "
-                                            "cannot be deployed"):
-        cdk_app.create_app(_context_with("dev", {"smtpd_tls_security_level": "encrypt",
-                                                 "smtpd_sasl_auth_enable": True}))
+@pytest.mark.parametrize(("change", "message"), [
+    ({"smtpd_tls_cert_file": "/etc/ssl/relay.pem"}, "smtpd_tls_cert_file cannot be set here"),
+    ({"sesrelay_sasl_users": "users.json"}, "sesrelay_sasl_users cannot be set here"),
+    ({"smtpd_tls_wrappermode": True}, "smtpd_tls_wrappermode cannot be set here"),
+])
+def test_tls_files_user_table_and_listeners_are_the_deployments(
+        offline: None, change: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        cdk_app.create_app(_context_with("prod", change))
+
+
+def test_submission_port_needs_starttls_and_tls_settings_need_tls(offline: None) -> None:
+    context = _context_with("prod", {})
+    context["environments"]["prod"]["smtp_ports"] = [25, 587]
+    with pytest.raises(SettingsError, match=r"prod\.smtp_ports: 587 is submission with "
+                                            "STARTTLS"):
+        cdk_app.create_app(context)
+    for ports in ([25, 2525], [587], [25, 25]):
+        context["environments"]["prod"]["smtp_ports"] = ports
+        with pytest.raises(SettingsError, match=r"smtp_ports: expected a list of distinct "
+                                                r"ports from 25, 587, 465, 25 among them"):
+            cdk_app.create_app(context)
+    context["environments"]["prod"]["smtp_ports"] = [25]
+    context["environments"]["prod"]["tls"] = {"certificate_secret": "x"}
+    with pytest.raises(SettingsError, match=r"prod\.tls: the relay does not speak TLS"):
+        cdk_app.create_app(context)
 
 
 def test_unknown_environment_names_the_defined_ones(offline: None) -> None:

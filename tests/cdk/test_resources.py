@@ -14,7 +14,7 @@ from sesrelay import telemetry
 from sesrelay.commit import COMMIT_PREFIX
 from sesrelay.config import env_name, to_environment
 from sesrelay.spool import KEY_PREFIX
-from stacks.environment import CONTAINER_PORT, SMTP_PORT
+from stacks.environment import CONTAINER_PORT, SMTP_PORT, SMTPS_CONTAINER_PORT, SMTPS_PORT
 from stacks.monitoring import SES_BOUNCE_RATE, SES_COMPLAINT_RATE
 from tests.cdk.conftest import CONSUMER_ACCOUNT, IMPORTED_CIDRS
 from tests.cdk.synth import Deployment
@@ -55,10 +55,12 @@ def test_nlb_is_internal_and_admits_smtp_only_from_mynetworks(
         [sg_ref] = lb["SecurityGroups"]
         sg_id = sg_ref["Fn::GetAtt"][0]
         ingress = deployment.template["Resources"][sg_id]["Properties"]["SecurityGroupIngress"]
-        assert sorted(r["CidrIp"] for r in ingress) == sorted(
-            deployment.settings.client_networks)
+        ports = deployment.settings.smtp_ports
+        for port in ports:
+            assert sorted(r["CidrIp"] for r in ingress if r["FromPort"] == port) == sorted(
+                deployment.settings.client_networks)
         assert {(r["FromPort"], r["ToPort"], r["IpProtocol"]) for r in ingress} == {
-            (SMTP_PORT, SMTP_PORT, "tcp")}
+            (port, port, "tcp") for port in ports}
         _template(deployment).has_resource_properties("AWS::ElasticLoadBalancingV2::Listener", {
             "Port": SMTP_PORT, "Protocol": "TCP"})
         # The NLB's only way out is to the tasks, on the container port.
@@ -79,14 +81,16 @@ def test_tasks_admit_only_the_nlb(deployments: dict[str, Deployment]) -> None:
                  deployment.resources("AWS::EC2::SecurityGroupIngress").values()
                  if r["Properties"]["GroupId"] == {"Fn::GetAtt": [task_sg_id, "GroupId"]}]
         lb_sg = deployment.one("AWS::ElasticLoadBalancingV2::LoadBalancer")["SecurityGroups"][0]
-        assert [(r["SourceSecurityGroupId"], r["FromPort"], r["ToPort"]) for r in rules] == [
-            (lb_sg, CONTAINER_PORT, CONTAINER_PORT)]
+        ports = [CONTAINER_PORT] + ([SMTPS_CONTAINER_PORT]
+                                    if SMTPS_PORT in deployment.settings.smtp_ports else [])
+        assert sorted((r["SourceSecurityGroupId"]["Fn::GetAtt"][0], r["FromPort"], r["ToPort"])
+                      for r in rules) == [(lb_sg["Fn::GetAtt"][0], port, port) for port in ports]
 
 
 def test_target_group_uses_proxy_v2_tcp_health_checks_and_short_draining(
         deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
-        group = deployment.one("AWS::ElasticLoadBalancingV2::TargetGroup")
+        group = deployment.one("AWS::ElasticLoadBalancingV2::TargetGroup", "RelayTargets")
         attributes = {a["Key"]: a["Value"] for a in group["TargetGroupAttributes"]}
         assert attributes["proxy_protocol_v2.enabled"] == "true"
         assert group["HealthCheckProtocol"] == "TCP"
@@ -156,6 +160,10 @@ def test_relay_configuration_comes_from_the_model(deployments: dict[str, Deploym
         proxy_networks = (IMPORTED_CIDRS if deployment.name == "imported"
                           else _private_subnet_cidrs(deployment))
         expected = to_environment(deployment.settings.relay_config(proxy_networks))
+        # The files and the user table the configuration was checked with at synthesis
+        # are replaced by the task's own (tests/cdk/test_tls_and_auth.py).
+        for name in ("smtpd_tls_cert_file", "smtpd_tls_key_file", "sesrelay_sasl_users"):
+            del expected[env_name(name)]
         assert {k: environment[k] for k in expected} == expected
         assert environment[env_name("smtpd_upstream_proxy_protocol")] == "haproxy"
         assert environment[env_name("sesrelay_listen_port")] == str(CONTAINER_PORT)
@@ -329,7 +337,9 @@ def test_worker_iam_is_least_privilege(deployments: dict[str, Deployment]) -> No
 def test_relay_task_role_may_only_spool_and_write_commit_records(
         deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
-        statements = _role_statements(deployment, "RelayTaskTaskRole")
+        # Reading the TLS and AUTH secrets: tests/cdk/test_tls_and_auth.py.
+        statements = [s for s in _role_statements(deployment, "RelayTaskTaskRole")
+                      if not any(a.startswith("secretsmanager:") for a in _actions(s))]
         # Never s3:DeleteObject: the relay does not withdraw what it spooled.
         assert sorted(a for s in statements for a in _actions(s)) == [
             "dynamodb:GetItem", "dynamodb:PutItem", "s3:PutObject", "sqs:SendMessage"]
