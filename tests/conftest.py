@@ -114,15 +114,15 @@ class DevRelay:
 
 
 @contextlib.contextmanager
-def running_dev(tmp_path: Path, *options: str) -> Iterator[DevRelay]:
-    """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net and
-    any further command-line options."""
+def running_dev(tmp_path: Path, *options: str, main_cf_lines: str = "") -> Iterator[DevRelay]:
+    """`sesrelay dev` on free loopback ports, with a main.cf for relay.example.net (and
+    main_cf_lines) and any further command-line options."""
     smtp_port, aws_port = free_port(), free_port()
     main_cf = tmp_path / "main.cf"
     main_cf.write_text("myhostname = relay.example.net\n"
                        "mynetworks = 127.0.0.0/8\n"
                        "ses_identities = example.com\n"
-                       "ses_max_send_rate = 0\n")
+                       "ses_max_send_rate = 0\n" + main_cf_lines)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")  # dev's maillog file, not in $HOME

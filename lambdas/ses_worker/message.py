@@ -8,6 +8,7 @@ worker changes only the header block, as bytes, so the body (signatures, encodin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # Blind-copy headers must never reach recipients. Resent-Bcc is the same disclosure
 # for resent messages (RFC 5322 3.6.6).
@@ -39,15 +40,22 @@ def _header_fields(block: bytes) -> list[bytes]:
     return fields
 
 
-def strip_blind_headers(raw: bytes) -> bytes:
-    """The message without Bcc: and Resent-Bcc: fields. Returns raw itself when there
-    is nothing to remove, so the common case copies nothing."""
+def remove_fields(raw: bytes, unwanted: Callable[[bytes], bool]) -> tuple[bytes, list[bytes]]:
+    """(the message without the header fields for which unwanted(field) is true, those
+    fields). Returns raw itself when there is nothing to remove, so the common case
+    copies nothing."""
     headers, rest = split_headers(raw)
     fields = _header_fields(headers)
-    kept = [f for f in fields if f.split(b":", 1)[0].strip().lower() not in _BLIND_HEADERS]
-    if len(kept) == len(fields):
-        return raw
-    return b"".join(kept) + rest
+    removed = [f for f in fields if unwanted(f)]
+    if not removed:
+        return raw, removed
+    return b"".join(f for f in fields if not unwanted(f)) + rest, removed
+
+
+def strip_blind_headers(raw: bytes) -> bytes:
+    """The message without Bcc: and Resent-Bcc: fields."""
+    return remove_fields(
+        raw, lambda f: f.split(b":", 1)[0].strip().lower() in _BLIND_HEADERS)[0]
 
 
 def header_section_problem(raw: bytes) -> str | None:
