@@ -105,3 +105,19 @@ def test_x_ses_headers_apply_as_ses_smtp_interface_applies_them(tmp_path: Path) 
     assert {t["Name"] for t in sent["tags"][3:]} == {"sesrelay-queue-id", "sesrelay-attempt"}
     assert "x-ses-" not in sent["raw"].lower()
     assert sent["raw"].endswith("Subject: tagged\r\n\r\nHello.\r\n")
+
+
+def test_smtputf8_idn_recipient_reaches_ses_as_a_labels(dev_relay_module: DevRelay) -> None:
+    message = "From: app@example.com\r\nSubject: Grüße\r\n\r\nHallo.\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", dev_relay_module.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.com")
+        client.sendmail("app@example.com", ["anna@bücher.example"], message,
+                        mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            client.sendmail("app@example.com", ["ünal@example.org"], message,
+                            mail_options=["SMTPUTF8"])
+    assert refused.value.recipients["ünal@example.org"][0] == 553
+    sends = dev_relay_module.wait_for_outbox(lambda sends: any(
+        s["rcpt_to"] == ["anna@xn--bcher-kva.example"] for s in sends))
+    [sent] = [s for s in sends if s["rcpt_to"] == ["anna@xn--bcher-kva.example"]]
+    assert raw_bytes(sent).endswith(message)  # the UTF-8 header as the client wrote it
