@@ -1,12 +1,15 @@
 """What real clients send, through `sesrelay dev` over real SMTP (issue 23): 8-bit
-content, and the outbox's account of each send."""
+content, DSN, X-SES-* headers, and the outbox's account of each send."""
 
 from __future__ import annotations
 
 import smtplib
 import subprocess
+from pathlib import Path
 
-from tests.conftest import SESRELAY, DevRelay
+import pytest
+
+from tests.conftest import SESRELAY, DevRelay, running_dev
 
 LATIN1 = ("From: app@example.com\r\nTo: anna@example.org\r\nSubject: caf\xe9\r\n"
           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
@@ -78,3 +81,43 @@ def test_dsn_notify_never_and_success_over_smtp(dev_relay_module: DevRelay) -> N
     notice = next(s for s in sends if s["rcpt_to"] == ["dsn@example.com"])
     assert "Action: relayed" in notice["raw"]
     assert "Final-Recipient: rfc822; told@example.org" in notice["raw"]
+
+
+def test_x_ses_headers_apply_as_ses_smtp_interface_applies_them(tmp_path: Path) -> None:
+    """An application written for SES's SMTP endpoint: its configuration set and tags
+    reach SES as request parameters, with the relay's own tags, and its X-SES-* headers
+    never reach the recipients; a set this environment does not use is refused."""
+    message = (b"From: app@example.com\r\nTo: anna@example.org\r\nSubject: tagged\r\n"
+               b"X-SES-CONFIGURATION-SET: sesrelay-dev\r\n"
+               b"X-SES-MESSAGE-TAGS: campaign=spring, team=web\r\n\r\nHello.\r\n")
+    with running_dev(tmp_path, main_cf="ses_configuration_set = sesrelay-dev\n"
+                     "ses_email_tags = env=dev\n") as dev:
+        send(dev, "app@example.com", ["anna@example.org"], message)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(dev, "app@example.com", ["bert@example.org"],
+                 message.replace(b": sesrelay-dev", b": marketing"))
+        [sent] = dev.wait_for_outbox(lambda sends: len(sends) >= 1)
+    assert refused.value.smtp_code == 550
+    assert b"5.7.1 Error: X-SES-CONFIGURATION-SET header" in refused.value.smtp_error
+    assert sent["configuration_set"] == "sesrelay-dev"
+    assert [(t["Name"], t["Value"]) for t in sent["tags"]][:3] == [
+        ("env", "dev"), ("campaign", "spring"), ("team", "web")]
+    assert {t["Name"] for t in sent["tags"][3:]} == {"sesrelay-queue-id", "sesrelay-attempt"}
+    assert "x-ses-" not in sent["raw"].lower()
+    assert sent["raw"].endswith("Subject: tagged\r\n\r\nHello.\r\n")
+
+
+def test_smtputf8_idn_recipient_reaches_ses_as_a_labels(dev_relay_module: DevRelay) -> None:
+    message = "From: app@example.com\r\nSubject: Grüße\r\n\r\nHallo.\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", dev_relay_module.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.com")
+        client.sendmail("app@example.com", ["anna@bücher.example"], message,
+                        mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            client.sendmail("app@example.com", ["ünal@example.org"], message,
+                            mail_options=["SMTPUTF8"])
+    assert refused.value.recipients["ünal@example.org"][0] == 553
+    sends = dev_relay_module.wait_for_outbox(lambda sends: any(
+        s["rcpt_to"] == ["anna@xn--bcher-kva.example"] for s in sends))
+    [sent] = [s for s in sends if s["rcpt_to"] == ["anna@xn--bcher-kva.example"]]
+    assert raw_bytes(sent).endswith(message)  # the UTF-8 header as the client wrote it

@@ -49,13 +49,18 @@ from ses_worker.ledger import (
     SendLedger,
     send_key,
 )
-from ses_worker.message import header_section_problem, smtp_header_checks, strip_blind_headers
+from ses_worker.message import (
+    header_section_problem,
+    remove_fields,
+    smtp_header_checks,
+    strip_blind_headers,
+)
 from ses_worker.observability import count, log_keys, logger, seconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
-from ses_worker.sending import SesSender, recipient_chunks
+from ses_worker.sending import Outgoing, SesSender, recipient_chunks
 from ses_worker.settle import Settler, Verdict
-from sesrelay import aws, commit, maillog, trail
+from sesrelay import aws, commit, maillog, ses_headers, trail
 from sesrelay.config import Config
 from sesrelay.long_lines import fit_lines
 from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, object_key, utc_now
@@ -111,31 +116,43 @@ class SpoolObjectMissing(Exception):
 
 
 class SpooledMessage:
-    """A record's message, from the envelope or S3, read on first use and without its
-    blind-copy headers.
+    """A record's message, from the envelope or S3, read on first use, without its
+    blind-copy headers and with its X-SES-* headers turned into request parameters.
 
     Reading lazily means a redelivered record whose chunks all went out already (the
     ledger says so) never touches S3, where its object may be gone.
     """
 
-    def __init__(self, s3: Any, envelope: Envelope, outbound: Callable[[bytes], bytes]):
+    def __init__(self, s3: Any, envelope: Envelope, config: Config,
+                 outbound: Callable[[bytes], bytes]):
         self._s3 = s3
         self._envelope = envelope
+        self._config = config
         self._outbound = outbound  # smtp_header_checks
         self._original: bytes | None = None
-        self._raw: bytes | None = None
+        self._outgoing: Outgoing | None = None
 
-    def read(self) -> bytes:
-        """The bytes to send. Raises SpoolObjectMissing, or SendFailure when S3 fails or
-        the header section is malformed (permanent)."""
-        if self._raw is None:
+    def read(self) -> Outgoing:
+        """The bytes to send and what their X-SES-* headers ask of SES. Raises
+        SpoolObjectMissing, or SendFailure when S3 fails, the header section is
+        malformed or an X-SES-* header is not allowed here (permanent)."""
+        if self._outgoing is None:
             body = self.original()
             problem = header_section_problem(body)
             if problem:  # permanent: sending it again cannot help
                 raise SendFailure(ErrorClass.PERMANENT, "MalformedHeaders", problem, "5.6.0")
+            # smtp_header_checks sees the header block as Postfix's smtp(8) would hand it
+            # to SES's SMTP interface, which then removes the X-SES-* headers it applies.
+            body = self._outbound(strip_blind_headers(body))
+            body, fields = remove_fields(body, ses_headers.is_ses_header)
+            try:
+                request = ses_headers.requested(fields, self._config)
+            except ses_headers.SesHeaderError as exc:  # the relay refuses these at DATA
+                raise SendFailure(ErrorClass.PERMANENT, "SesHeaders", str(exc),
+                                  exc.status) from None
             # SES refuses a line over 1,000 characters; Postfix accepts any length.
-            self._raw = fit_lines(self._outbound(strip_blind_headers(body)))
-        return self._raw
+            self._outgoing = Outgoing(fit_lines(body), request)
+        return self._outgoing
 
     def original(self) -> bytes:
         """The message as spooled, unchecked (a DSN quotes its headers)."""
@@ -239,7 +256,7 @@ class Deliverer:
         if not self._claim(envelope, record, receive_count, seen):
             return
         self.report.received(envelope, record.message_id, receive_count)
-        message = SpooledMessage(self.s3, envelope,
+        message = SpooledMessage(self.s3, envelope, self.config,
                                  functools.partial(self._outbound, envelope.queue_id))
         results: list[SendResult] = []
         for recipients in recipient_chunks(envelope.rcpt_to):
@@ -320,7 +337,7 @@ class Deliverer:
 
     def _send(self, purpose: str, prefix: str, envelope: Envelope,
               key_recipients: tuple[str, ...], destination: tuple[str, ...], sender: str,
-              build: Callable[[], bytes], seen: datetime) -> SendResult:
+              build: Callable[[], Outgoing], seen: datetime) -> SendResult:
         """Make one send the ledger says is owed, at most once, and return its outcome."""
         queue_id = envelope.queue_id
         key = send_key(prefix, queue_id, list(key_recipients))
@@ -353,7 +370,7 @@ class Deliverer:
             doubted = True
         timing = Timing(envelope.received, seen, utc_now(), 0.0)
         try:
-            raw = build()
+            outgoing = build()
         except SendFailure as failure:  # the message could not be read
             self._release(key, attempt, doubted)
             return SendResult(Status.FAILED, key_recipients, failure=failure,
@@ -363,8 +380,8 @@ class Deliverer:
             raise
         clock = time.monotonic()
         try:
-            message_id = self.sender.send(raw, sender, list(destination), queue_id, attempt,
-                                          time_left=lambda: self._time_left(size))
+            message_id = self.sender.send(outgoing, sender, list(destination), queue_id,
+                                          attempt, time_left=lambda: self._time_left(size))
         except SendFailure as failure:
             seconds = time.monotonic() - clock
             self._release(key, attempt, doubted)
@@ -605,10 +622,10 @@ class Deliverer:
                 message: SpooledMessage, failed: list[FailedRecipient],
                 seen: datetime) -> None:
         """Send the DSN for failed recipients to the envelope sender."""
-        def build() -> bytes:
-            return fit_lines(self._outbound(envelope.queue_id, build_dsn(
+        def build() -> Outgoing:
+            return Outgoing(fit_lines(self._outbound(envelope.queue_id, build_dsn(
                 envelope, message.original(), failed, self.config.ses_bounce_sender,
-                self.config.myhostname, utc_now())))
+                self.config.myhostname, utc_now()))))
 
         recipients = tuple(sorted(f.recipient for f in failed))
         # SES cannot send from the null sender a DSN should have (RFC 3464): the bounce
@@ -645,10 +662,10 @@ class Deliverer:
         if not relayed or not envelope.mail_from:
             return
 
-        def build() -> bytes:
-            return fit_lines(self._outbound(envelope.queue_id, build_dsn(
+        def build() -> Outgoing:
+            return Outgoing(fit_lines(self._outbound(envelope.queue_id, build_dsn(
                 envelope, message.original(), relayed, self.config.ses_bounce_sender,
-                self.config.myhostname, utc_now(), action=RELAYED)))
+                self.config.myhostname, utc_now(), action=RELAYED))))
 
         recipients = tuple(sorted(r.recipient for r in relayed))
         result = self._send(trail.PURPOSE_DSN, RELAYED_PREFIX, envelope, recipients,

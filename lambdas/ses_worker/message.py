@@ -9,6 +9,7 @@ smtp_header_checks applies.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from sesrelay.config.tables import RegexpTable
 from sesrelay.header_checks import HeaderEvent, apply_header_checks
@@ -43,15 +44,22 @@ def _header_fields(block: bytes) -> list[bytes]:
     return fields
 
 
-def strip_blind_headers(raw: bytes) -> bytes:
-    """The message without Bcc: and Resent-Bcc: fields. Returns raw itself when there
-    is nothing to remove, so the common case copies nothing."""
+def remove_fields(raw: bytes, unwanted: Callable[[bytes], bool]) -> tuple[bytes, list[bytes]]:
+    """(the message without the header fields for which unwanted(field) is true, those
+    fields). Returns raw itself when there is nothing to remove, so the common case
+    copies nothing."""
     headers, rest = split_headers(raw)
     fields = _header_fields(headers)
-    kept = [f for f in fields if f.split(b":", 1)[0].strip().lower() not in _BLIND_HEADERS]
-    if len(kept) == len(fields):
-        return raw
-    return b"".join(kept) + rest
+    removed = [f for f in fields if unwanted(f)]
+    if not removed:
+        return raw, removed
+    return b"".join(f for f in fields if not unwanted(f)) + rest, removed
+
+
+def strip_blind_headers(raw: bytes) -> bytes:
+    """The message without Bcc: and Resent-Bcc: fields."""
+    return remove_fields(
+        raw, lambda f: f.split(b":", 1)[0].strip().lower() in _BLIND_HEADERS)[0]
 
 
 def smtp_header_checks(table: RegexpTable, raw: bytes) -> tuple[bytes, list[HeaderEvent]]:

@@ -1,4 +1,5 @@
-"""The SES v2 SendEmail call: request parameters, recipient chunks, tags, and which
+"""The SES v2 SendEmail call: request parameters (the environment's, and what the
+message's X-SES-* headers asked: sesrelay.ses_headers), recipient chunks, tags, and which
 failures may be retried at once.
 
 botocore never retries a SendEmail here (sesrelay.timeouts.WORKER_SES): SES has no
@@ -14,6 +15,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +24,7 @@ from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify_sen
 from ses_worker.observability import milliseconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from sesrelay.config import Config
+from sesrelay.ses_headers import NO_REQUEST, RESERVED_TAGS, SesRequest
 from sesrelay.telemetry import SES_LATENCY
 from sesrelay.trail import ATTEMPT_TAG, QUEUE_ID_TAG
 
@@ -34,7 +37,6 @@ _TAG_MAX = 256
 # connection), with jittered pauses, as botocore's standard mode would have made.
 QUICK_RETRIES = 2
 QUICK_RETRY_PAUSE = 0.5
-_RESERVED_TAGS = (QUEUE_ID_TAG, ATTEMPT_TAG)
 
 
 def recipient_chunks(recipients: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -50,12 +52,25 @@ def tag_value(text: str) -> str:
     return _TAG_UNSAFE.sub("_", text)[:_TAG_MAX] or "_"
 
 
-def email_tags(config: Config, queue_id: str, attempt: str) -> list[dict[str, str]]:
-    """The configured tags plus the queue ID and attempt tags (which win over configured
-    tags of the same names: SES rejects duplicate names). SES returns them in every
-    event about the message, which is how an event finds its send."""
+@dataclass(frozen=True)
+class Outgoing:
+    """What one SendEmail sends: the raw message, and what its X-SES-* headers (removed
+    from raw) asked of SES."""
+
+    raw: bytes
+    request: SesRequest = NO_REQUEST
+
+
+def email_tags(config: Config, queue_id: str, attempt: str,
+               request: SesRequest = NO_REQUEST) -> list[dict[str, str]]:
+    """One EmailTags list: the configured tags, the message's X-SES-MESSAGE-TAGS (whose
+    names never repeat those: sesrelay.ses_headers), then the queue ID and attempt tags
+    (which win over configured tags of the same names: SES rejects duplicate names).
+    SES returns them in every event about the message, which is how an event finds its
+    send."""
     tags = [{"Name": t.name, "Value": t.value} for t in config.ses_email_tags
-            if t.name not in _RESERVED_TAGS]
+            if t.name not in RESERVED_TAGS]
+    tags += [{"Name": t.name, "Value": t.value} for t in request.tags]
     tags.append({"Name": QUEUE_ID_TAG, "Value": tag_value(queue_id)})
     tags.append({"Name": ATTEMPT_TAG, "Value": tag_value(attempt)})
     return tags
@@ -71,15 +86,15 @@ class SesSender:
         self.limiter = limiter
         self._sleep = sleep
 
-    def send(self, raw: bytes, sender: str, recipients: list[str], queue_id: str,
+    def send(self, outgoing: Outgoing, sender: str, recipients: list[str], queue_id: str,
              attempt: str, time_left: Callable[[], float]) -> str:
-        """Send raw to recipients with sender as envelope sender ("" for <>); return the
-        SES MessageId. Raises SendFailure when SES certainly did not accept it, and
+        """Send outgoing to recipients with sender as envelope sender ("" for <>); return
+        the SES MessageId. Raises SendFailure when SES certainly did not accept it, and
         SendUnknown when it may have. time_left() is the seconds a retry may still use."""
         request: dict[str, Any] = {
             "Destination": {"ToAddresses": recipients},
-            "Content": {"Raw": {"Data": raw}},
-            "EmailTags": email_tags(self.config, queue_id, attempt),
+            "Content": {"Raw": {"Data": outgoing.raw}},
+            "EmailTags": email_tags(self.config, queue_id, attempt, outgoing.request),
         }
         # SES has no null envelope sender: without FromEmailAddress it uses the From:
         # header, and its own bounce address as MAIL FROM.

@@ -12,15 +12,27 @@ brackets, a bare user name, source routes, quoted local parts, an address litera
 "]" is missing, a trailing dot after the domain, which Postfix's trivial-rewrite strips as
 this does). It refuses, with the same 501, the forms Postfix's RFC 822 parser rewrites
 before use (comments, spaces, nested brackets, several "@" outside quotes, empty local
-parts), and, stricter than Postfix, any address with a control character (C0 or DEL) or
-an octet above 127: such an address would be misread by SES or end a header line, and
-without SMTPUTF8 (which sesrelay does not offer) SES takes only 7-bit addresses.
+parts), and, stricter than Postfix, any address with a control character (C0, DEL or
+C1): such an address would be misread by SES or end a header line.
+
+UTF-8 (RFC 6531, accepted with or without the SMTPUTF8 parameter, as Postfix's default
+strict_smtputf8 = no does): a domain is converted to A-labels (punycode) with the idna
+library's UTS #46 non-transitional processing, the IDNA processing Postfix's
+midna_domain_to_ascii() asks of ICU, since SES takes IDN domains only as A-labels; one
+that UTS #46 would change beyond case and NFC (fullwidth letters, ignored characters)
+is malformed here. A
+local part with UTF-8 is well formed, but SES takes none (SES v2 has no SMTPUTF8): such
+an address is no address for the relay (parse_path gives None), and
+``local_part_is_utf8`` tells the session to answer 553 5.6.7 rather than 501.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import NamedTuple
+
+import idna
 
 
 class Token(NamedTuple):
@@ -95,26 +107,41 @@ def tokenize(line: str) -> list[Token]:
 
 
 # The usual <local@domain>, checked by one regular expression (the relay's hot path).
+# In the general form, UTF8-non-ascii (RFC 6531 3.3) is atext and qtext too.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _SIMPLE = re.compile(rf"<({_ATOM}+(?:\.{_ATOM}+)*@{_DOMAIN})>\Z")
 # The general form, checked piece by piece.
-_LOCAL_ATOMS = re.compile(rf"(?:{_ATOM}|\.)+\Z")  # Postfix accepts a..b and .a
-_QUOTED = re.compile(r'"(?:[ !#-\[\]-~]|\\[ -~])*"\Z')  # printable ASCII, no bare " or \
+_LOCAL_ATOMS = re.compile(rf"(?:{_ATOM}|\.|[^\x00-\x7f])+\Z")  # Postfix accepts a..b, .a
+_QUOTED = re.compile(r'"(?:[ !#-\[\]-~\x80-\U0010ffff]|\\[ -~])*"\Z')  # no bare " or \
 _DOMAIN_NAME = re.compile(rf"{_DOMAIN}\.?\Z")
 _LITERAL = re.compile(r"\[([A-Za-z0-9.:-]+)\]?\Z")
 _ROUTE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
-_UNSAFE = re.compile(r"[^\x20-\x7e]")  # controls, DEL and 8-bit: refused anywhere
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: refused anywhere
 
 
 def parse_path(token: str) -> str | None:
     """The address in a MAIL FROM or RCPT TO token: "" for <>, the address otherwise
-    (a source route kept in front as "@a,@b:", so the relay policy can see it), or
-    None when it is malformed. Never raises."""
+    (printable ASCII: a source route kept in front as "@a,@b:", so the relay policy can
+    see it; an IDN domain as A-labels), or None when it is malformed or its local part
+    is UTF-8. Never raises."""
     simple = _SIMPLE.match(token)
     if simple:
         return simple.group(1)
+    address = _path(token)
+    return address if address is None or address.isascii() else None
+
+
+def local_part_is_utf8(token: str) -> bool:
+    """True when the token is a well-formed address whose local part has UTF-8, which
+    parse_path refuses: SES takes no such address."""
+    address = _path(token)
+    return address is not None and not address.isascii()
+
+
+def _path(token: str) -> str | None:
+    """parse_path, but a UTF-8 local part kept."""
     if _UNSAFE.search(token):
         return None
     if token.startswith("<"):
@@ -176,6 +203,17 @@ def _domain(domain: str) -> str | None:
     if domain.startswith("["):
         literal = _LITERAL.match(domain)
         return f"[{literal.group(1)}]" if literal else None
+    if not domain.isascii():
+        name = unicodedata.normalize("NFC", domain.removesuffix("."))
+        try:
+            domain = idna.encode(name, uts46=True).decode("ascii")
+            # UTS #46 also maps (fullwidth letters to ASCII, drops zero-width spaces):
+            # a domain that is not the one written, but for case, is refused, as other
+            # forms that would need rewriting are.
+            if idna.decode(domain) != name.lower():
+                return None
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return None
     if not _DOMAIN_NAME.match(domain):
         return None
     return domain.removesuffix(".")

@@ -4,10 +4,12 @@
   refuses one that is not UTF-8 (``500 5.5.2 Error: bad UTF-8 syntax``).
 - The HELO/EHLO name is made printable and neutered as Postfix's helo_cmd() does:
   ``printable()`` then ``neuter(NEUTER_CHARACTERS)``, every other character becoming "?".
-  Postfix keeps UTF-8 when smtputf8_enable = yes; sesrelay offers no SMTPUTF8, so it keeps
-  printable ASCII only, as Postfix does with smtputf8_enable = no. The name goes into the
-  Received: header, so one longer than a DNS name can be (255 octets) is cut there.
-- Envelope addresses: ``addresses.parse_path`` (controls, DEL and 8-bit refused).
+  Postfix keeps UTF-8 when smtputf8_enable = yes; sesrelay keeps printable ASCII only, as
+  Postfix does with smtputf8_enable = no: the name goes into the Received: header, which
+  SES sends on to receivers that may not speak SMTPUTF8. One longer than a DNS name can
+  be (255 octets) is cut there.
+- Envelope addresses: ``addresses.parse_path`` (controls refused, IDN domains as
+  A-labels; ``local_part_is_utf8`` for the 553 to a UTF-8 local part).
 - Anything else from the client that reaches a log line or a reply goes through
   ``printable`` first, so that no client byte can end or forge a line.
 """
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import re
 
-from smtp_relay.addresses import Token, parse_path, tokenize
+from smtp_relay.addresses import Token, local_part_is_utf8, parse_path, tokenize
 
-__all__ = ["Token", "command_text", "helo_name", "parse_path", "printable", "tokenize"]
+__all__ = ["Token", "command_text", "helo_name", "local_part_is_utf8", "parse_path", "printable",
+           "tokenize"]
 
 # smtpd.c: "This filter is applied after printable()".
 NEUTER_CHARACTERS = ' <>()\\";@'

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.proxy_protocol import V2_CMD, ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from sesrelay import maillog, telemetry
+from sesrelay import maillog, ses_headers, telemetry
 from sesrelay.config import Config
 from sesrelay.config.tls import server_context
 from sesrelay.spool import MAX_ADDRESS_LENGTH, envelope_fits, new_queue_id, object_key, utc_now
@@ -89,6 +89,8 @@ class Transaction:
         checked = apply_header_checks(self.config.header_checks, header_lines,
                                       self.config.soft_bounce, self.queue_id)
         self.reject, self.discard = checked.reject, checked.discard
+        if self.reject is None and self.discard is None:
+            self.reject = self._ses_headers_reply(checked.headers)
         config, login = self.config, self.login
         buffer = bytearray(received_header(
             helo=self.session.host_name or "", client_address=client_address(self.session),
@@ -104,6 +106,17 @@ class Transaction:
             buffer += header
         buffer += separator
         return buffer
+
+    def _ses_headers_reply(self, headers: list[bytes]) -> str | None:
+        """The reply refusing X-SES-* headers (after header_checks) that the worker
+        could not apply, or None: told now, the client hears why; accepted, the message
+        could only bounce."""
+        try:
+            ses_headers.requested(headers, self.config)
+        except ses_headers.SesHeaderError as exc:
+            log.info("%s: reject: header %s", self.queue_id, exc)
+            return replies.soften(f"550 {exc.status} Error: {exc}", self.config.soft_bounce)
+        return None
 
 
 class Relay:

@@ -50,6 +50,14 @@ def unsupported_option(option: str) -> str:
     return f"555 5.5.4 Unsupported option: {option}"
 
 
+def utf8_local_part(role: str, address: str) -> str:
+    """sesrelay's reply to a "Sender" or "Recipient" address (made printable) with UTF-8
+    before the "@": SES has no SMTPUTF8 and takes ASCII local parts only. X.6.7 is RFC
+    6531's "non-ASCII addresses not permitted for that sender/recipient"."""
+    return (f"553 5.6.7 <{address}>: {role} address rejected: Amazon SES accepts no UTF-8 "
+            "in the local part of an address (no SMTPUTF8)")
+
+
 def timeout(hostname: str) -> str:
     """smtpd_proto(): the client did not send or take anything for smtpd_timeout."""
     return f"421 4.4.2 {hostname} Error: timeout exceeded"

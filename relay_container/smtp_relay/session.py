@@ -34,7 +34,15 @@ from sesrelay.config.sasl import mechanisms
 from sesrelay.long_lines import MAX_LINE, lines_fit, signed_with_long_lines
 from sesrelay.spool import MAX_ADDRESS_LENGTH
 from smtp_relay import dsn_params, replies, sasl, tls
-from smtp_relay.edge import Token, command_text, helo_name, parse_path, printable, tokenize
+from smtp_relay.edge import (
+    Token,
+    command_text,
+    helo_name,
+    local_part_is_utf8,
+    parse_path,
+    printable,
+    tokenize,
+)
 from smtp_relay.headers import is_header_start
 
 if TYPE_CHECKING:
@@ -453,7 +461,7 @@ class RelaySession(SMTP):
             f"250-{self.hostname}", "250-PIPELINING",
             f"250-SIZE {self.relay.config.message_size_limit}",
             *(f"250-{extension}" for extension in self._security_extensions()),
-            "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 DSN")))
+            "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN", "250 SMTPUTF8")))
         return True
 
     def _security_extensions(self) -> list[str]:
@@ -537,6 +545,9 @@ class RelaySession(SMTP):
             await self.push(replies.MAIL_SYNTAX)
             return False
         address = parse_path(words[2].text) if words[2].ok else None
+        if address is None and words[2].ok and local_part_is_utf8(words[2].text):
+            await self.push(self._utf8_local_part("Sender", words[2].text))
+            return False
         if address is None or len(address) > MAX_ADDRESS_LENGTH:  # as RCPT: SES refuses
             self._log_bad_address(words[2])
             await self.push(replies.BAD_SENDER)
@@ -544,7 +555,9 @@ class RelaySession(SMTP):
         size = 0
         for word in words[3:]:
             option = word.text.upper()
-            if option in ("BODY=8BITMIME", "BODY=7BIT"):
+            # SMTPUTF8 (RFC 6531) needs nothing more here: what reaches SES is ASCII in
+            # the envelope (A-label domains), and header octets pass as they came.
+            if option in ("BODY=8BITMIME", "BODY=7BIT", "SMTPUTF8"):
                 continue
             if option.startswith("SIZE="):
                 if not option[5:].isdigit() or not option[5:].isascii():
@@ -581,6 +594,9 @@ class RelaySession(SMTP):
             await self.push(replies.RCPT_SYNTAX)
             return False
         address = parse_path(words[2].text) if words[2].ok else None
+        if address is None and words[2].ok and local_part_is_utf8(words[2].text):
+            await self.push(self._utf8_local_part("Recipient", words[2].text))
+            return False
         if not address:  # malformed, or <>
             self._log_bad_address(words[2])
             await self.push(replies.BAD_ADDRESS)
@@ -597,6 +613,14 @@ class RelaySession(SMTP):
         reply = await self.relay.handle_RCPT(self, self.session, self.envelope, address, dsn)
         await self.push(reply)
         return reply.startswith("2") or reply.startswith("452")
+
+    def _utf8_local_part(self, role: str, token: str) -> str:
+        """The 553 for an address SES cannot take, logged as Postfix logs a reject."""
+        shown = printable(token.strip("<>"))[:200]
+        reply = replies.soften(replies.utf8_local_part(role, shown),
+                               self.relay.config.soft_bounce)
+        log.info("NOQUEUE: reject: %s from %s: %s", self._where, self.namaddr, reply)
+        return reply
 
     def _log_bad_address(self, word: Token) -> None:
         if word.ok:  # Postfix warns about what its address parser refused

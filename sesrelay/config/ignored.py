@@ -25,6 +25,9 @@ _REASONS: tuple[tuple[str, str], ...] = (
      r"biff|prepend_delivered_header|command_.*",
      "there is no local delivery"),
     (r"virtual_.*", "there is no virtual mailbox delivery (virtual(8))"),
+    (r"smtputf8_enable|strict_smtputf8|smtputf8_autodetect_classes",
+     "SMTPUTF8 is always offered and never required: UTF-8 domains become A-labels "
+     "for SES, and UTF-8 local parts, which SES cannot take, get 553 5.6.7"),
     (r"debug_peer_.*|debugger_command", "Postfix debugging hook; sesrelay logs to stdout"),
     (r"mynetworks_style",
      "sesrelay never derives trust from interfaces: mynetworks is explicit "

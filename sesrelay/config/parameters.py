@@ -358,11 +358,12 @@ class Config:
     # Amazon SES
     ses_region: str = _param(values.parse_text, "",
                              "SES region; empty means the AWS default region.", SES)
-    ses_configuration_set: str = _param(values.parse_text, "",
-                                        "SES configuration set for every send.", SES)
-    ses_identity_arn: str = _param(values.parse_text, "",
-                                   "FromEmailAddressIdentityArn for sending authorization.",
-                                   SES)
+    ses_configuration_set: str = _param(
+        values.parse_text, "", "SES configuration set for every send; the only one an "
+        "X-SES-CONFIGURATION-SET header may name.", SES)
+    ses_identity_arn: str = _param(
+        values.parse_text, "", "FromEmailAddressIdentityArn for sending authorization; the "
+        "only identity an X-SES-*-ARN header may name.", SES)
     ses_identities: tuple[str, ...] = _param(
         values.parse_address_list, "",
         "Verified SES identities (domains or addresses) the worker may send as.", SES)

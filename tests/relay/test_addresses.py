@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_relay.addresses import parse_path, tokenize
+from smtp_relay.addresses import local_part_is_utf8, parse_path, tokenize
 from smtp_relay.edge import command_text, helo_name
 from tests.support import read_reply
 
@@ -56,6 +56,19 @@ def test_internal_forms() -> None:
     assert parse_path("<@a,@b:u@d>") == "@a,@b:u@d"
     assert parse_path('<"user@host"@example.com>') == '"user@host"@example.com'
     assert parse_path("<>") == ""
+
+
+def test_idn_domains_become_a_labels_and_utf8_local_parts_are_told_apart() -> None:
+    assert parse_path("<a@Bu\u0308cher.example.>") == "a@xn--bcher-kva.example"  # NFD in
+    assert parse_path("<a@fa\u00df.de>") == "a@xn--fa-hia.de"  # non-transitional: keeps ß
+    # What UTS #46 would map to another domain, and what IDNA 2008 disallows: malformed.
+    for token in ("<a@b\u200bc.example>", "<a@\uff45xample.com>", "<a@\u2603.example>",
+                  "<a@b\u0085c>"):
+        assert parse_path(token) is None and not local_part_is_utf8(token), token
+    assert parse_path("<\u00fcnal@example.org>") is None
+    assert local_part_is_utf8("<\u00fcnal@b\u00fccher.example>")
+    assert local_part_is_utf8('<"\u00fc x"@example.org>')
+    assert not local_part_is_utf8("<\u00fcnal@>")
 
 
 def test_tokenizer_is_postfixs() -> None:

@@ -80,3 +80,44 @@ def test_message_without_a_blank_line_after_headers(start_relay, spool_account) 
     [spooled] = spool_account.queued()
     assert spooled.raw.endswith(b"Subject: no separator\r\n\r\nthis is body text, not a "
                                 b"header\r\n")
+
+
+def send_ses_headers(relay, headers: str) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    with smtplib.SMTP(relay.host, relay.port, timeout=10) as client:
+        client.mail("app@example.com")
+        client.rcpt("someone@example.org")
+        return client.data(f"From: app@example.com\r\n{headers}\r\nHello.\r\n".encode())
+
+
+def test_x_ses_headers_this_environment_cannot_apply_are_refused_at_data(
+        start_relay, spool_account: SpoolAccount) -> None:
+    relay = start_relay(ses_configuration_set="outbound")
+    assert send_ses_headers(relay, "X-SES-CONFIGURATION-SET: marketing\r\n") == (
+        550, b"5.7.1 Error: X-SES-CONFIGURATION-SET header: configuration set 'marketing' "
+        b"not allowed: this relay sends with 'outbound' only")
+    assert send_ses_headers(relay, "X-SES-MESSAGE-TAGS: campaign\r\n")[:1] == (550,)
+    assert spool_account.queued() == []
+    # The environment's own set, and good tags, are accepted and spooled as sent.
+    code, _ = send_ses_headers(relay, "X-SES-CONFIGURATION-SET: outbound\r\n"
+                                      "X-SES-MESSAGE-TAGS: campaign=spring\r\n")
+    assert code == 250
+    [spooled] = spool_account.queued()
+    assert b"X-SES-MESSAGE-TAGS: campaign=spring\r\n" in spooled.raw
+
+
+def test_x_ses_header_refusal_is_temporary_under_soft_bounce(start_relay) -> None:
+    relay = start_relay(soft_bounce="yes")
+    code, text = send_ses_headers(relay, "X-SES-FROM-ARN: arn:aws:ses:x\r\n")
+    assert (code, text[:6]) == (450, b"4.7.1 ")
+
+
+def test_header_checks_apply_before_the_x_ses_headers_are_read(
+        start_relay, spool_account: SpoolAccount, tmp_path: Path) -> None:
+    """An operator may drop a header SES's SMTP interface would have applied, as
+    Postfix's cleanup runs before the next hop sees the message."""
+    checks = tmp_path / "ses_checks"
+    checks.write_text("/^X-SES-CONFIGURATION-SET:/ IGNORE\n")
+    relay = start_relay(header_checks=f"regexp:{checks}")
+    assert send_ses_headers(relay, "X-SES-CONFIGURATION-SET: marketing\r\n")[0] == 250
+    [spooled] = spool_account.queued()
+    assert b"X-SES-CONFIGURATION-SET" not in spooled.raw

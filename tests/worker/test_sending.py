@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -121,3 +122,52 @@ def test_configured_tags_set_and_identity_reach_ses(
     assert queue_id == {"Name": "sesrelay-queue-id", "Value": envelope.queue_id}
     # A tag unique to this one SendEmail: SES's events about it name it.
     assert attempt["Name"] == "sesrelay-attempt" and len(attempt["Value"]) == 16
+
+
+def test_x_ses_headers_become_request_parameters_and_are_removed(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As SES's SMTP interface does: the configuration set, tags and identity ARNs of
+    the X-SES-* headers apply, and the recipients never see the headers."""
+    arn = "arn:aws:ses:us-east-1:123456789012:identity/example.com"
+    monkeypatch.setenv("SESRELAY_SES_EMAIL_TAGS", "app=billing")
+    monkeypatch.setenv("SESRELAY_SES_CONFIGURATION_SET", "outbound")
+    monkeypatch.setenv("SESRELAY_SES_IDENTITY_ARN", arn)
+    requests: list[dict] = []
+    raw = message(extra_headers=("X-SES-CONFIGURATION-SET: outbound\r\n"
+                                 "x-ses-message-tags: campaign=spring,\r\n\tteam=web\r\n"
+                                 f"X-SES-FROM-ARN: {arn}\r\n"))
+    envelope = spool.put(raw, ["alice@example.org"])
+    sesv2().meta.events.register("before-parameter-build.sesv2.SendEmail",
+                                 lambda params, **_: requests.append(params))
+
+    assert spool.invoke(spool.receive()) == set()
+
+    [request] = requests
+    assert request["ConfigurationSetName"] == "outbound"
+    assert request["FromEmailAddressIdentityArn"] == arn
+    assert [(t["Name"], t["Value"]) for t in request["EmailTags"][:4]] == [
+        ("app", "billing"), ("campaign", "spring"), ("team", "web"),
+        ("sesrelay-queue-id", envelope.queue_id)]
+    [sent] = sent_messages()
+    assert "x-ses" not in sent.raw_data.lower()
+    assert sent.raw_data.encode() == raw.replace(
+        b"X-SES-CONFIGURATION-SET: outbound\r\nx-ses-message-tags: campaign=spring,\r\n"
+        b"\tteam=web\r\n" + f"X-SES-FROM-ARN: {arn}\r\n".encode(), b"")
+
+
+def test_an_x_ses_header_not_allowed_here_bounces(spool: Spool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay refuses it at DATA; a message spooled before the environment changed
+    bounces, never sent without what the header asked."""
+    monkeypatch.setenv("SESRELAY_SES_CONFIGURATION_SET", "outbound")
+    spool.put(message(extra_headers="X-SES-CONFIGURATION-SET: marketing\r\n"),
+              ["alice@example.org"])
+
+    assert spool.invoke(spool.receive()) == set()
+
+    [dsn_sent] = sent_messages()
+    assert set(dsn_sent.destinations) == {"sender@example.com"}
+    report = re.sub(r"\r\n[ \t]+", " ", dsn_sent.raw_data)  # unfolded
+    assert "Status: 5.7.1" in report
+    assert ("Diagnostic-Code: X-SES; SesHeaders: X-SES-CONFIGURATION-SET header: "
+            "configuration set 'marketing' not allowed") in report
