@@ -69,10 +69,6 @@ _OFF = ("", "no", "false", "none", "0")
 SMTP_PORT = 25
 CONTAINER_PORT = 2525
 
-# The version of the public Powertools for AWS Lambda (Python) v3 layer, as listed in
-# its documentation; an environment may pin another (say, if a region lags behind).
-POWERTOOLS_LAYER_VERSION = 27
-
 
 class SettingsError(ValueError):
     """A cdk.json environment setting that cannot be deployed, with where it was made."""
@@ -168,7 +164,6 @@ class EnvironmentSettings:
     private_dns: PrivateDns | None
     endpoint_service: EndpointService | None
     log_retention_days: int
-    powertools_layer_version: int
     events: EventsSettings = EventsSettings()
 
     @property
@@ -287,8 +282,7 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
                             f"{', '.join(names)}); choose one with -c env=NAME")
     env = _Reader(context["environments"][name], f"cdk.json environments.{name}")
     env.check_keys({"account", "region", "vpc", "relay", "service", "worker", "alarm_email",
-                    "private_dns", "endpoint_service", "log_retention_days",
-                    "powertools_layer_version", "events"})
+                    "private_dns", "endpoint_service", "log_retention_days", "events"})
 
     relay_reader = env.child("relay")
     if relay_reader is None:
@@ -325,8 +319,6 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
         private_dns=_private_dns(env.child("private_dns")),
         endpoint_service=_endpoint_service(env.child("endpoint_service")),
         log_retention_days=retention,
-        powertools_layer_version=env.integer("powertools_layer_version",
-                                             POWERTOOLS_LAYER_VERSION, 1, 10_000),
         events=_events(env.child("events"), config),
     )
     _check_networks(settings, relay_reader.where)
