@@ -51,6 +51,17 @@ class ContractError(ValueError):
     """An SQS message body that is not a valid envelope of a known contract version."""
 
 
+class NewerContract(ContractError):
+    """An envelope of a contract version newer than this code reads: a relay of a later
+    release wrote it (the worker was rolled back, or updated after the relay). It is
+    not malformed, only not understood yet, so it must be kept, never dropped or sent."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"envelope version {version} is newer than this worker reads "
+                         f"(versions {', '.join(map(str, READABLE_VERSIONS))})")
+        self.version = version
+
+
 def new_queue_id(now_ns: int | None = None) -> str:
     """A unique queue ID: 10 characters of time (ordered), then 6 random characters."""
     micros = (time.time_ns() if now_ns is None else now_ns) // 1000
@@ -177,7 +188,9 @@ class Envelope:
         if not isinstance(data, dict):
             raise ContractError("envelope is not a JSON object")
         version = data.get("version")
-        if version not in READABLE_VERSIONS:
+        if type(version) is int and version > CONTRACT_VERSION:
+            raise NewerContract(version)
+        if type(version) is not int or version not in READABLE_VERSIONS:  # true is not 1
             raise ContractError(f"unsupported envelope version {version!r} (this worker "
                                 f"reads versions {', '.join(map(str, READABLE_VERSIONS))})")
         expected = {

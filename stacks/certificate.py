@@ -4,12 +4,7 @@ a secret of its own. Never at synthesis: the private key stays out of the templa
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from typing import Any
-
 import aws_cdk as cdk
-import jsii
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -17,33 +12,13 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.environment import EnvironmentSettings
+from stacks.lambda_bundle import REPO_ROOT, bundled_code, code_packages
 from stacks.nag import acknowledge
-from stacks.python_function import REPO_ROOT, RUNTIME, CopyPackages
+from stacks.python_function import ARCHITECTURE, RUNTIME
 
 HANDLER_PACKAGE = "tls_certificate"
 REQUIREMENTS = REPO_ROOT / "requirements" / "certificate.txt"
-# Lambda's Python 3.13 on ARM64 runs Amazon Linux 2023 (glibc 2.34).
-WHEEL_PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_28_aarch64",
-                   "manylinux2014_aarch64")
 VALIDITY_DAYS = 825
-
-
-@jsii.implements(cdk.ILocalBundling)
-class CopyPackagesAndWheels(CopyPackages):
-    """The handler and core packages, plus the pinned wheels of requirements/certificate.txt
-    for Lambda's platform (pip, hash-checked; no Docker)."""
-
-    def try_bundle(self, output_dir: str, *args: Any, **kwargs: Any) -> bool:
-        """Copy the packages, then install the wheels next to them."""
-        super().try_bundle(output_dir)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "--require-hashes", "--only-binary=:all:", "--implementation", "cp",
-             "--python-version", RUNTIME.name.removeprefix("python"),
-             *[f"--platform={platform}" for platform in WHEEL_PLATFORMS],
-             "--target", output_dir, "-r", str(REQUIREMENTS)],
-            check=True)
-        return True
 
 
 def certificate_names(settings: EnvironmentSettings, load_balancer_dns: str) -> list[str]:
@@ -97,16 +72,12 @@ class RelayCertificate(Construct):
         role.add_to_policy(iam.PolicyStatement(
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
             resources=[log_group.log_group_arn]))
-        packages = {HANDLER_PACKAGE: REPO_ROOT / "lambdas" / HANDLER_PACKAGE,
-                    "sesrelay": REPO_ROOT / "sesrelay"}
         function = lambda_.Function(
             self, "Generator",
-            runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
+            runtime=RUNTIME, architecture=ARCHITECTURE,
             handler=f"{HANDLER_PACKAGE}.handler.handler",
-            code=lambda_.Code.from_asset(
-                str(packages[HANDLER_PACKAGE]),
-                bundling=cdk.BundlingOptions(image=RUNTIME.bundling_image,
-                                             local=CopyPackagesAndWheels(packages))),
+            code=bundled_code(code_packages(HANDLER_PACKAGE), RUNTIME, ARCHITECTURE,
+                              requirements=REQUIREMENTS),
             memory_size=256, timeout=cdk.Duration.minutes(2), role=role, log_group=log_group,
             description=f"sesrelay {settings.name}: the relay's self-signed TLS certificate")
         acknowledge(function, "AwsSolutions-L1",

@@ -84,10 +84,6 @@ SMTPS_PORT = 465
 SMTPS_CONTAINER_PORT = 4465
 SMTP_PORTS = (SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT)
 
-# The version of the public Powertools for AWS Lambda (Python) v3 layer, as listed in
-# its documentation; an environment may pin another (say, if a region lags behind).
-POWERTOOLS_LAYER_VERSION = 27
-
 
 # The user table the configuration is checked with at synthesis; the relay task gets the
 # secret the stack creates instead.
@@ -220,7 +216,6 @@ class EnvironmentSettings:
     private_dns: PrivateDns | None
     endpoint_service: EndpointService | None
     log_retention_days: int
-    powertools_layer_version: int
     events: EventsSettings = EventsSettings()
     smtp_ports: tuple[int, ...] = (SMTP_PORT,)
     tls: TlsSettings | None = None
@@ -352,8 +347,8 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
                             f"{', '.join(names)}); choose one with -c env=NAME")
     env = _Reader(context["environments"][name], f"cdk.json environments.{name}")
     env.check_keys({"account", "region", "vpc", "relay", "service", "worker", "alarm_email",
-                    "private_dns", "endpoint_service", "log_retention_days",
-                    "powertools_layer_version", "events", "smtp_ports", "tls"})
+                    "private_dns", "endpoint_service", "log_retention_days", "events",
+                    "smtp_ports", "tls"})
 
     relay_reader = env.child("relay")
     if relay_reader is None:
@@ -387,8 +382,6 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
         private_dns=_private_dns(env.child("private_dns")),
         endpoint_service=_endpoint_service(env.child("endpoint_service")),
         log_retention_days=retention,
-        powertools_layer_version=env.integer("powertools_layer_version",
-                                             POWERTOOLS_LAYER_VERSION, 1, 10_000),
         events=_events(env.child("events"), config),
         smtp_ports=smtp_ports,
         tls=tls,

@@ -114,7 +114,7 @@ class SesEvents(Construct):
             resources=[self.log_group.log_group_arn]))
         trail_store.grant_events(role)
         self.function = python_function(
-            self, "Function", settings=settings, handler_package=HANDLER_PACKAGE, role=role,
+            self, "Function", handler_package=HANDLER_PACKAGE, role=role,
             log_group=self.log_group, timeout=TIMEOUT, memory_mib=MEMORY_MIB,
             environment={**environment, SERVICE_ENV: SERVICE_EVENTS},
             description=f"sesrelay {settings.name}: records SES's events in the trail")

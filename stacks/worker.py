@@ -122,7 +122,7 @@ class Worker(Construct):
                     "worker reads, tags and deletes any of them and nothing else.")
 
         self.function = python_function(
-            self, "Function", settings=settings, handler_package=HANDLER_PACKAGE, role=role,
+            self, "Function", handler_package=HANDLER_PACKAGE, role=role,
             log_group=self.log_group, timeout=timeout, memory_mib=settings.worker.memory_mib,
             environment={
                 **environment,

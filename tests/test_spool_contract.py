@@ -73,7 +73,10 @@ def test_queue_ids_are_unique_and_ordered_by_time() -> None:
 @pytest.mark.parametrize("body,message", [
     ("not json", "envelope is not JSON"),
     ("[]", "not a JSON object"),
-    ('{"version": 3}', "unsupported envelope version 3"),
+    ('{"version": 3}', r"envelope version 3 is newer than this worker reads \(versions 1, 2\)"),
+    ('{"version": "2"}', "unsupported envelope version '2'"),
+    ('{"version": true}', "unsupported envelope version True"),
+    ('{"version": 0}', "unsupported envelope version 0"),
     ('{"version": 2, "queue_id": "Q"}', "field 'mail_from' is missing"),
 ])
 def test_malformed_bodies_are_refused_clearly(body: str, message: str) -> None:

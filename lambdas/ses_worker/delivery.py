@@ -63,7 +63,14 @@ from ses_worker.settle import Settler, Verdict
 from sesrelay import aws, commit, maillog, ses_headers, trail
 from sesrelay.config import Config
 from sesrelay.long_lines import fit_lines
-from sesrelay.spool import TAG_SES_MESSAGE_ID, ContractError, Envelope, object_key, utc_now
+from sesrelay.spool import (
+    TAG_SES_MESSAGE_ID,
+    ContractError,
+    Envelope,
+    NewerContract,
+    object_key,
+    utc_now,
+)
 from sesrelay.telemetry import (
     BOUNCED,
     DEFERRED,
@@ -232,6 +239,10 @@ class Deliverer:
         dropped); raises MessageDeferred or MessageUndeliverable when SQS must keep it."""
         try:
             envelope = Envelope.from_json(record.body)
+        except NewerContract as exc:
+            with log_keys(queue_id=_queue_id_hint(record.body),
+                          sqs_message_id=record.message_id):
+                self._keep_for_a_newer_worker(record, exc)
         except ContractError as exc:
             with log_keys(queue_id=_queue_id_hint(record.body),
                           sqs_message_id=record.message_id):
@@ -564,6 +575,31 @@ class Deliverer:
                                f"message expired after {age / 86400:.1f} days in the queue "
                                f"(maximal_queue_lifetime); last error {result.reason}",
                                maybe_delivered=maybe)
+
+    def _keep_for_a_newer_worker(self, record: SQSRecord, exc: NewerContract) -> NoReturn:
+        """Leave an envelope this worker cannot read on the queue, untouched, and raise.
+
+        It is retried on the usual backoff schedule, so a worker that reads it (deployed
+        meanwhile) sends it at the next try; until then it waits for as long as any
+        deferred message may (the queue's maxReceiveCount follows that schedule), then
+        SQS moves it to the DLQ, whose alarm fires: kept either way, never sent by a
+        worker that could misread it."""
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        delay = retry_delay(receive_count, self.config.minimal_backoff_time,
+                            self.config.maximal_backoff_time)
+        try:
+            aws.client("sqs", budget=WORKER_AWS).change_message_visibility(
+                QueueUrl=_queue_url(record.event_source_arn),
+                ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay)
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(f"could not set the retry delay ({error}); SQS retries after "
+                           "the queue's visibility timeout")
+        count(DEFERRED)
+        logger.error(f"{exc}: kept in the queue, not sent; retry in {delay}s. Deploy the "
+                     f"worker of the relay's release (see docs/DEPLOY.md, Upgrades and "
+                     f"rollbacks); if it reached the DLQ meanwhile, redrive it then",
+                     extra={"retry_delay": delay, "envelope_version": exc.version})
+        raise MessageDeferred(str(exc))
 
     def _defer(self, record: SQSRecord, envelope: Envelope, receive_count: int,
                seen: datetime, failures: list[SendResult]) -> NoReturn:

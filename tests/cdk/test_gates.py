@@ -64,7 +64,7 @@ EXPECTED_ACKNOWLEDGMENTS = {
     "AwsSolutions-S1",  # the access-log bucket itself
     "AwsSolutions-ELB2",  # NLB access logs exist only for TLS listeners
     "AwsSolutions-ECS2",  # non-secret configuration as environment variables
-    "AwsSolutions-L1",  # runtime pinned with the Powertools layer build
+    "AwsSolutions-L1",  # runtime pinned: the asset's dependencies are built for it
     "AwsSolutions-IAM5[Resource::*]",  # ecr:GetAuthorizationToken
     "AwsSolutions-IAM5[Resource::<SpoolBucket>/spool/*]",  # one key per message
 }

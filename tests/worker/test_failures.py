@@ -205,7 +205,7 @@ def test_missing_spool_object_is_dropped_with_a_clear_error(
 
 @pytest.mark.parametrize(("body", "queue_id", "problem"), [
     ("this is not json", "unknown", "envelope is not JSON"),
-    ('{"queue_id": "5X4Q", "version": 99}', "5X4Q", "unsupported envelope version 99"),
+    ('{"queue_id": "5X4Q", "version": "2"}', "5X4Q", "unsupported envelope version '2'"),
 ])
 def test_malformed_sqs_body_is_dropped_with_a_clear_error(
         spool: Spool, body: str, queue_id: str, problem: str, worker_logs: Logs,
