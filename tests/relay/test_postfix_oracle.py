@@ -10,10 +10,7 @@ that the loopback client is remote, as every sesrelay client is (behind the NLB)
 
 from __future__ import annotations
 
-import os
-import shutil
 import smtplib
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,14 +22,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
+from tests.postfix_support import private_postfix, requires_postfix
 from tests.relay.conftest import SpoolAccount
-from tests.support import free_port, wait_for_port
+from tests.support import free_port
 
-POSTFIX = "/usr/sbin/postfix"
-pytestmark = pytest.mark.skipif(
-    not (Path(POSTFIX).exists() and os.geteuid() == 0),
-    reason="the Postfix oracle needs Debian's postfix package and root (postfix -c DIR "
-           "start-fg runs its daemons as the postfix user)")
+pytestmark = requires_postfix
 
 TABLES = {
     "canonical": """
@@ -72,29 +66,6 @@ masquerade_exceptions = root
 virtual_alias_maps = texthash:{dir}/virtual
 virtual_alias_expansion_limit = 5
 """
-
-MASTER_CF = """\
-{listen} inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-flush     unix n - n - 0 flush
-proxymap  unix - - n - - proxymap
-smtp      unix - - n - - smtp
-relay     unix - - n - - smtp
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
 
 @dataclass
 class Delivered:
@@ -140,54 +111,30 @@ class Oracle:
 
 @pytest.fixture(scope="module")
 def oracle() -> Iterator[Oracle]:
-    """A private Postfix 3.7 on loopback, relaying to a Python sink on loopback. Its
-    directory is outside pytest's (mode 700) tree: Postfix's daemons run as postfix."""
-    base = Path(tempfile.mkdtemp(prefix="sesrelay-postfix-"))
-    base.chmod(0o755)
-    conf, queue, data = base / "conf", base / "queue", base / "data"
-    for directory in (conf, queue, data):
-        directory.mkdir()
-    shutil.chown(data, "postfix")
-    for name, text in TABLES.items():
-        (conf / name).write_text("\n".join(line.strip() for line in text.splitlines()) + "\n")
-    rewriting = REWRITING.format(dir=conf)
+    """A private Postfix 3.7 on loopback, relaying to a Python sink on loopback."""
     sink = Sink()
-    sink_port, smtp_port = free_port(), free_port()
+    sink_port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
     controller.start()
-    (conf / "main.cf").write_text(rewriting + f"""
+    try:
+        with tempfile.TemporaryDirectory() as tables:
+            # The tables are read by Postfix's daemons, as the postfix user.
+            Path(tables).chmod(0o755)
+            for name, text in TABLES.items():
+                (Path(tables) / name).write_text(
+                    "\n".join(line.strip() for line in text.splitlines()) + "\n")
+            rewriting = REWRITING.format(dir=tables)
+            with private_postfix(rewriting + f"""
 compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-mail_owner = postfix
 myhostname = oracle.example.net
 mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 relayhost = [127.0.0.1]:{sink_port}
 local_header_rewrite_clients =
-maillog_file = /dev/stdout
-alias_maps =
-alias_database =
-""")
-    (conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{smtp_port}"))
-    log = base / "postfix.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([POSTFIX, "-c", str(conf), "start-fg"], stdout=out,
-                                   stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(smtp_port, process, timeout=30)
-        yield Oracle(smtp_port, sink, rewriting, log)
+""") as postfix:
+                yield Oracle(postfix.port, sink, rewriting, postfix.log)
     finally:
-        subprocess.run([POSTFIX, "-c", str(conf), "stop"], capture_output=True, timeout=30)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         controller.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def send(port: int, sender: str, recipients: list[str], message: bytes) -> Delivered:
