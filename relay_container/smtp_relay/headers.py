@@ -68,11 +68,14 @@ def _address_literal(address: str) -> str:
     return f"IPv6:{ip}" if ip.version == 6 else str(ip)
 
 
-def protocol_name(esmtp: bool, tls: bool, authenticated: bool) -> str:
-    """The 'with' of Received: SMTP, or ESMTP with RFC 3848's S (TLS) and A (AUTH)."""
+def protocol_name(esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool = False
+                  ) -> str:
+    """The 'with' of Received: SMTP, or ESMTP (UTF8SMTP for a transaction that asked for
+    SMTPUTF8, RFC 6531 3.7.3) with RFC 3848's S (TLS) and A (AUTH)."""
     if not esmtp:
         return "SMTP"
-    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+    return (("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "")
+            + ("A" if authenticated else ""))
 
 
 def received_header(*, helo: str, client_address: str, protocol: str, hostname: str,

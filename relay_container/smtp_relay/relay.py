@@ -95,7 +95,7 @@ class Transaction:
         buffer = bytearray(received_header(
             helo=self.session.host_name or "", client_address=client_address(self.session),
             protocol=protocol_name(bool(self.session.extended_smtp), self.tls is not None,
-                                   login is not None),
+                                   login is not None, self.envelope.smtp_utf8),
             hostname=config.myhostname, mail_name=config.mail_name, queue_id=self.queue_id,
             recipients=self.envelope.rcpt_tos, when=self.received_at,
             tls_clause=(self.tls.received_clause()

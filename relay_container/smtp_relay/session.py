@@ -557,7 +557,10 @@ class RelaySession(SMTP):
             option = word.text.upper()
             # SMTPUTF8 (RFC 6531) needs nothing more here: what reaches SES is ASCII in
             # the envelope (A-label domains), and header octets pass as they came.
-            if option in ("BODY=8BITMIME", "BODY=7BIT", "SMTPUTF8"):
+            if option in ("BODY=8BITMIME", "BODY=7BIT"):
+                continue
+            if option == "SMTPUTF8":  # named in the Received: header (UTF8SMTP)
+                self.envelope.smtp_utf8 = True
                 continue
             if option.startswith("SIZE="):
                 if not option[5:].isdigit() or not option[5:].isascii():

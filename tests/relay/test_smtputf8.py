@@ -25,6 +25,7 @@ def test_smtputf8_offered_and_idn_addresses_spooled_as_a_labels(
     assert spooled.envelope.rcpt_to == ("anna@xn--hxajbheg2az3al.xn--jxalpdlp",
                                         "bob@xn--fa-hia.de")
     assert spooled.raw.endswith(MESSAGE)  # headers pass as SES takes them: unchanged
+    assert b"with UTF8SMTP id " in spooled.raw.split(b"\r\n\r\n")[0]  # RFC 6531 3.7.3
 
 
 def test_idn_domain_without_the_smtputf8_parameter_is_accepted(
