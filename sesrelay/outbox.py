@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import email
 import json
 import urllib.request
 from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from typing import Any
 
 
@@ -19,22 +17,10 @@ def read_outbox(endpoint: str, timeout: float = 10) -> list[dict[str, Any]]:
         data = json.load(response)
     sent = (data.get("ses") or {}).get("RawMessage", [])
     return [{"message_id": m["id"], "mail_from": m["source"],
-             "rcpt_to": envelope_recipients(m["destinations"], m["raw_data"]),
+             "rcpt_to": m["destinations"],
              "configuration_set": m.get("configuration_set", ""),
              "tags": m.get("tags", []),
              "raw": m["raw_data"]} for m in sent]
-
-
-def envelope_recipients(destinations: list[str], raw: str) -> list[str]:
-    """The recipients the worker asked SES to send to.
-
-    moto records them followed by the addresses of the message's To:, Cc: and Bcc:
-    headers; this drops that tail, parsing the headers the same way moto does.
-    """
-    message = email.message_from_string(raw)
-    fields = [message[name] for name in ("TO", "CC", "BCC") if name in message]
-    from_headers = sum(1 for _, address in getaddresses(fields) if address)
-    return destinations[: len(destinations) - from_headers]
 
 
 def format_outbox(messages: list[dict[str, Any]]) -> str:

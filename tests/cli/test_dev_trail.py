@@ -9,9 +9,7 @@ trail table it is skipped, saying so.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +20,7 @@ import boto3
 import pytest
 
 from sesrelay import dev
-from tests.conftest import SESRELAY
-from tests.support import free_port, wait_for_port
+from tests.conftest import SESRELAY, running_dev
 
 
 @dataclass
@@ -68,32 +65,12 @@ def wait_until(check: Callable[[], object], timeout: float = 60) -> object:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     home = tmp_path_factory.mktemp("dev")
-    smtp_port, aws_port = free_port(), free_port()
-    main_cf = home / "main.cf"
-    main_cf.write_text("myhostname = relay.example.net\n"
-                       "mynetworks = 127.0.0.0/8\n"
-                       "ses_identities = example.com\n"
-                       "ses_configuration_set = sesrelay-dev\n"
-                       # What SES refuses is deferred, not bounced: a deferral to look at.
-                       "soft_bounce = yes\n"
-                       "ses_max_send_rate = 0\n")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
     maillog = home / "maillog"
-    process = subprocess.Popen(
-        [SESRELAY, "dev", "--config", str(main_cf), "--listen", f"127.0.0.1:{smtp_port}",
-         "--aws-port", str(aws_port), "--maillog", str(maillog)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(smtp_port, process)
-        yield Dev(smtp_port, f"http://127.0.0.1:{aws_port}", maillog)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # What SES refuses is deferred, not bounced (soft_bounce): a deferral to look at.
+    with running_dev(home, "--maillog", str(maillog),
+                     main_cf="ses_configuration_set = sesrelay-dev\nsoft_bounce = yes\n"
+                     ) as started:
+        yield Dev(started.smtp_port, started.endpoint, maillog)
 
 
 def pflogsumm(text: str) -> str:

@@ -4,9 +4,7 @@ as a user sees with the mailbox simulator's addresses."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,8 +17,7 @@ import pytest
 
 from sesrelay import trail
 from sesrelay.dev import DEV_REGION, TRAIL_TABLE
-from tests.conftest import SESRELAY, DevRelay
-from tests.support import free_port, wait_for_port
+from tests.conftest import DevRelay, running_dev
 
 SIMULATOR = "simulator.amazonses.com"
 # "Within a second or two" in the emulation; the margin is for a loaded test machine.
@@ -41,30 +38,8 @@ class DevWithEvents(DevRelay):
 @pytest.fixture
 def dev_events(tmp_path: Path) -> Iterator[DevWithEvents]:
     """`sesrelay dev` on free loopback ports with ses_configuration_set set."""
-    smtp_port, aws_port = free_port(), free_port()
-    main_cf = tmp_path / "main.cf"
-    main_cf.write_text("myhostname = relay.example.net\n"
-                       "mynetworks = 127.0.0.0/8\n"
-                       "ses_identities = example.com\n"
-                       "ses_max_send_rate = 0\n"
-                       "ses_configuration_set = sesrelay-dev\n")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SESRELAY_", "AWS_", "POWERTOOLS_"))}
-    stdout = tmp_path / "stdout.log"
-    with stdout.open("wb") as out:
-        process = subprocess.Popen(
-            [SESRELAY, "dev", "--config", str(main_cf), "--listen", f"127.0.0.1:{smtp_port}",
-             "--aws-port", str(aws_port)], env=env, stdout=out, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(smtp_port, process)
-        yield DevWithEvents(smtp_port, f"http://127.0.0.1:{aws_port}", stdout)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_dev(tmp_path, main_cf="ses_configuration_set = sesrelay-dev\n") as dev:
+        yield DevWithEvents(dev.smtp_port, dev.endpoint, dev.output)
 
 
 def send(port: int, *recipients: str) -> str:
