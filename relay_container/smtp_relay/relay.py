@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sesrelay import maillog, ses_headers, telemetry
 from sesrelay.config import Config
 from sesrelay.config.tls import server_context
-from sesrelay.spool import MAX_ADDRESS_LENGTH, envelope_fits, new_queue_id, object_key, utc_now
+from sesrelay.spool import envelope_fits, new_queue_id, object_key, utc_now
 from smtp_relay import dsn_params, replies
 from smtp_relay.cleanup import (
     ALIAS_EXPANSION_ERROR,
@@ -32,9 +32,9 @@ from smtp_relay.cleanup import (
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, protocol_name, received_header
 from smtp_relay.metrics import RelayMetrics
-from smtp_relay.policy import check_recipient, check_sender, parse_recipient
 from smtp_relay.sasl import Authenticator, Login, login_of
 from smtp_relay.tls import TlsSession
+from smtp_relay.verdicts import mail_from_address, recipient_reply, sender_reply
 
 if TYPE_CHECKING:
     from smtp_relay.session import RelaySession
@@ -177,22 +177,15 @@ class Relay:
                           address: str, mail_options: list[str]) -> str:
         """Accept the sender; a bare name gets @myorigin. The null sender stays "<>" here
         (aiosmtpd treats an empty sender as no MAIL command) and is "" in the spool."""
-        if address != "<>" and "@" not in address:
-            address = f"{address}@{self.config.myorigin}"
+        address = mail_from_address(self.config, address)
         if not self.config.smtpd_delay_reject:
-            reply = self._check_sender(address)
+            reply = sender_reply(self.config, self.cleanup, address)
             if reply:
                 self._log_reject(session, "MAIL", reply, address, "")
                 return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
-
-    def _check_sender(self, address: str) -> str | None:
-        """The SES sender verdict for a MAIL FROM address ("<>": the null sender)."""
-        sender = "" if address == "<>" else address
-        return check_sender(self.config, sender,
-                            self.cleanup.sender(sender) if sender else "")
 
     def _log_reject(self, session: Session, stage: str, reply: str, sender: str,
                     recipient: str) -> None:
@@ -210,18 +203,12 @@ class Relay:
         if (len(envelope.rcpt_tos) >= self.config.smtpd_recipient_limit
                 or not dsn_params.fits(envelope, address, dsn)):
             return replies.TOO_MANY_RECIPIENTS
-        recipient = parse_recipient(address, self.config.myorigin)
-        if (not recipient.domain or not recipient.local_part
-                or len(recipient.address) > MAX_ADDRESS_LENGTH):
-            return replies.BAD_ADDRESS
         login = login_of(session)
-        # smtpd_delay_reject = yes: the sender's verdict comes first, at RCPT TO.
-        reply = self._check_sender(envelope.mail_from or "<>") \
-            if self.config.smtpd_delay_reject else None
-        reply = reply or check_recipient(
-            self.config, client_address(session), recipient, self.cleanup.knows,
-            login.username if login else None,
-            "" if envelope.mail_from == "<>" else envelope.mail_from or "")
+        recipient, reply = recipient_reply(
+            self.config, self.cleanup, client_address(session), address,
+            login.username if login else None, envelope.mail_from or "<>")
+        if reply == replies.BAD_ADDRESS:
+            return reply
         if reply:
             self._log_reject(session, "RCPT", reply, envelope.mail_from or "", address)
             return reply
