@@ -125,6 +125,7 @@ class CheckReport:
     warnings: tuple[ConfigWarning, ...]
     ignored: tuple[tuple[Assignment, str], ...]
     supported: int  # supported parameters the file sets, well or badly
+    config: Config  # what is left once each wrong setting is treated as unset
 
 
 def check_config(path: str | Path) -> CheckReport:
@@ -137,7 +138,7 @@ def check_config(path: str | Path) -> CheckReport:
     assignments, config_directory = _read_assignments(path, {}, None, "override", errors)
     config = build_config(assignments, config_directory, errors)
     return CheckReport(tuple(errors), config.warnings, config.ignored,
-                       len({a.name for a in assignments if a.name in PARAMETERS}))
+                       len({a.name for a in assignments if a.name in PARAMETERS}), config)
 
 
 def _read_assignments(
