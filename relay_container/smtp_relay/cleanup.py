@@ -25,7 +25,10 @@ $mydestination, an interface address), then ``@domain``; a regexp:/pcre: table s
 only the whole address. An extension that a lookup did not match is carried over to the
 result (propagate_unmatched_extensions); a result ``@otherdomain`` keeps the user.
 
-Header addresses are not rewritten: Postfix rewrites them only for clients matching
+Last, ses_unverified_sender = rewrite makes an envelope sender that no verified SES
+identity covers ses_default_sender (its From: header half is in from_header.py).
+
+Header addresses are not rewritten otherwise: Postfix rewrites them only for clients matching
 local_header_rewrite_clients or when remote_header_rewrite_domain is set, and every
 sesrelay client is remote (the configuration refuses settings that would ask for more).
 """
@@ -37,6 +40,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from sesrelay import ses_identities
 from sesrelay.config import Config
 from sesrelay.config.tables import AddressMaps
 
@@ -272,7 +276,18 @@ class Cleanup:
         return address
 
     def sender(self, address: str) -> str:
-        """The envelope sender after rewriting; the null sender "" stays as it is."""
+        """The envelope sender after rewriting; the null sender "" stays as it is. Last,
+        ses_unverified_sender = rewrite: ses_default_sender for a sender that no verified
+        identity covers (see replaces_sender)."""
+        address = self._canonical_sender(address)
+        return self.config.ses_default_sender if self._unverified(address) else address
+
+    def replaces_sender(self, address: str) -> bool:
+        """True when ses_unverified_sender = rewrite makes the envelope sender address
+        ses_default_sender, and so the From: header too (from_header.py)."""
+        return self._unverified(self._canonical_sender(address))
+
+    def _canonical_sender(self, address: str) -> str:
         if not address:
             return address
         config = self.config
@@ -280,6 +295,14 @@ class Cleanup:
             self.qualify(address),
             (config.sender_canonical_maps, "sender_canonical_maps",
              config.sender_canonical_classes), "envelope_sender")
+
+    def _unverified(self, rewritten: str) -> bool:
+        """ses_unverified_sender = rewrite applies to this (canonical) sender: an address
+        no verified identity covers. Nothing applies while ses_identities is empty."""
+        config = self.config
+        return (config.ses_unverified_sender == "rewrite" and bool(config.ses_identities)
+                and bool(rewritten)
+                and not ses_identities.covers(config.ses_identities, rewritten))
 
     def recipient(self, address: str) -> list[str]:
         """The addresses one envelope recipient becomes. Raises ExpansionError."""

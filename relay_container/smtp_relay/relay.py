@@ -20,8 +20,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sesrelay import maillog, ses_headers, telemetry
 from sesrelay.config import Config
 from sesrelay.config.tls import server_context
-from sesrelay.spool import MAX_ADDRESS_LENGTH, envelope_fits, new_queue_id, object_key, utc_now
-from smtp_relay import dsn_params, replies
+from sesrelay.spool import envelope_fits, new_queue_id, object_key, utc_now
+from smtp_relay import dsn_params, from_header, replies
 from smtp_relay.cleanup import (
     ALIAS_EXPANSION_ERROR,
     UNKNOWN_ALIAS,
@@ -32,9 +32,9 @@ from smtp_relay.cleanup import (
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import apply_header_checks, protocol_name, received_header
 from smtp_relay.metrics import RelayMetrics
-from smtp_relay.policy import check_recipient, check_sender, parse_recipient
 from smtp_relay.sasl import Authenticator, Login, login_of
 from smtp_relay.tls import TlsSession
+from smtp_relay.verdicts import mail_from_address, recipient_reply, sender_reply
 
 if TYPE_CHECKING:
     from smtp_relay.session import RelaySession
@@ -64,6 +64,8 @@ class Transaction:
     envelope: Envelope
     config: Config
     tls: TlsSession | None = None
+    # ses_unverified_sender = rewrite applies: the From: header becomes this address.
+    from_rewrite: str = ""
     reject: str | None = None
     discard: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -89,8 +91,11 @@ class Transaction:
         checked = apply_header_checks(self.config.header_checks, header_lines,
                                       self.config.soft_bounce, self.queue_id)
         self.reject, self.discard = checked.reject, checked.discard
+        headers = checked.headers
+        if self.reject is None and self.discard is None and self.from_rewrite:
+            headers = self._rewrite_from(headers)
         if self.reject is None and self.discard is None:
-            self.reject = self._ses_headers_reply(checked.headers)
+            self.reject = self._ses_headers_reply(headers)
         config, login = self.config, self.login
         buffer = bytearray(received_header(
             helo=self.session.host_name or "", client_address=client_address(self.session),
@@ -102,10 +107,22 @@ class Transaction:
                         if self.tls and config.smtpd_tls_received_header else ""),
             auth_clause=(f"(Authenticated sender: {login.username})"
                          if login and config.smtpd_sasl_authenticated_header else "")))
-        for header in checked.headers:
+        for header in headers:
             buffer += header
         buffer += separator
         return buffer
+
+    def _rewrite_from(self, headers: list[bytes]) -> list[bytes]:
+        """ses_unverified_sender = rewrite: From: to ses_default_sender, the original to
+        Reply-To:; a From: that is not one valid mailbox refuses the message."""
+        try:
+            done = from_header.rewrite(headers, self.from_rewrite)
+        except from_header.FromHeaderError as exc:
+            log.info("%s: reject: ses_unverified_sender = rewrite: %s", self.queue_id, exc)
+            self.reject = replies.soften(from_header.NOT_ONE_MAILBOX, self.config.soft_bounce)
+            return headers
+        from_header.log_rewrite(self.queue_id, done, self.from_rewrite)
+        return done.headers
 
     def _ses_headers_reply(self, headers: list[bytes]) -> str | None:
         """The reply refusing X-SES-* headers (after header_checks) that the worker
@@ -177,22 +194,15 @@ class Relay:
                           address: str, mail_options: list[str]) -> str:
         """Accept the sender; a bare name gets @myorigin. The null sender stays "<>" here
         (aiosmtpd treats an empty sender as no MAIL command) and is "" in the spool."""
-        if address != "<>" and "@" not in address:
-            address = f"{address}@{self.config.myorigin}"
+        address = mail_from_address(self.config, address)
         if not self.config.smtpd_delay_reject:
-            reply = self._check_sender(address)
+            reply = sender_reply(self.config, self.cleanup, address)
             if reply:
                 self._log_reject(session, "MAIL", reply, address, "")
                 return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
-
-    def _check_sender(self, address: str) -> str | None:
-        """The SES sender verdict for a MAIL FROM address ("<>": the null sender)."""
-        sender = "" if address == "<>" else address
-        return check_sender(self.config, sender,
-                            self.cleanup.sender(sender) if sender else "")
 
     def _log_reject(self, session: Session, stage: str, reply: str, sender: str,
                     recipient: str) -> None:
@@ -210,18 +220,12 @@ class Relay:
         if (len(envelope.rcpt_tos) >= self.config.smtpd_recipient_limit
                 or not dsn_params.fits(envelope, address, dsn)):
             return replies.TOO_MANY_RECIPIENTS
-        recipient = parse_recipient(address, self.config.myorigin)
-        if (not recipient.domain or not recipient.local_part
-                or len(recipient.address) > MAX_ADDRESS_LENGTH):
-            return replies.BAD_ADDRESS
         login = login_of(session)
-        # smtpd_delay_reject = yes: the sender's verdict comes first, at RCPT TO.
-        reply = self._check_sender(envelope.mail_from or "<>") \
-            if self.config.smtpd_delay_reject else None
-        reply = reply or check_recipient(
-            self.config, client_address(session), recipient, self.cleanup.knows,
-            login.username if login else None,
-            "" if envelope.mail_from == "<>" else envelope.mail_from or "")
+        recipient, reply = recipient_reply(
+            self.config, self.cleanup, client_address(session), address,
+            login.username if login else None, envelope.mail_from or "<>")
+        if reply == replies.BAD_ADDRESS:
+            return reply
         if reply:
             self._log_reject(session, "RCPT", reply, envelope.mail_from or "", address)
             return reply
@@ -234,7 +238,10 @@ class Relay:
     def begin_data(self, session: Session, envelope: Envelope,
                    tls: TlsSession | None = None) -> Transaction:
         """A queue ID and timestamp for the message about to be read."""
-        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config, tls)
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
+        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config, tls,
+                           self.config.ses_default_sender
+                           if self.cleanup.replaces_sender(sender) else "")
 
     async def finish_data(self, transaction: Transaction, message: bytearray) -> str:
         """header_checks' verdict, then the durable handoff; returns the reply to DATA."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from sesrelay.config import CheckReport, check_config, parameter_values
+from sesrelay.cli.rewriting import TABLE_PARAMETERS, address_lines, table_lines
+from sesrelay.config import CheckReport, check_config, load_config, parameter_values
 from sesrelay.config.ignored import classification_table
 from sesrelay.config.maincf import NAME_RE
 
@@ -35,7 +36,8 @@ def _plural(count: int, word: str) -> str:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate a main.cf: every error and warning with its file and line, and the
-    ignored parameters with the reason; exit 2 if there is an error."""
+    ignored parameters with the reason; exit 2 if there is an error. Then, for each
+    --address, what the relay would do with it."""
     report = check_config(args.file)
     for line in report_lines(report):
         print(line)
@@ -45,18 +47,27 @@ def cmd_config_check(args: argparse.Namespace) -> int:
               f"{_plural(len(report.warnings), 'warning')} {counts}")
         return 2
     print(f"{args.file}: ok {counts}")
+    for address in args.address or ():
+        for line in address_lines(report.config, address):
+            print(line)
     return 0
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """Print parameters as postconf does: the non-default ones (-n), or the named ones;
-    -d for defaults, -x to expand $name, -h for values only."""
+    -d for defaults, -x to expand $name, -h for values only; or --tables: the address
+    rewriting parameters and their tables' entries."""
     names = list(args.names)
     path = args.config
     # `config show FILE [NAME...]`: a first argument that cannot be a parameter name is the
     # file (parameter names are letters, digits and _).
     if path is None and names and not NAME_RE.fullmatch(names[0]):
         path = names.pop(0)
+    if args.tables:
+        headings = dict(parameter_values(path, None, TABLE_PARAMETERS, expand_values=True))
+        for line in table_lines(load_config(path), headings):
+            print(line)
+        return 0
     for name, value in parameter_values(path, None, names, defaults=args.defaults,
                                         expand_values=args.expand):
         print(value if args.value_only else f"{name} = {value}")
@@ -77,6 +88,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     check = config_commands.add_parser(
         "check", help="validate a main.cf file: every error and warning, with file and line")
     check.add_argument("file")
+    check.add_argument(
+        "--address", action="append", metavar="ADDRESS",
+        help="then print what ADDRESS rewrites to as a sender and as a recipient, and the "
+        "relay's verdicts on it (repeatable)")
     check.set_defaults(func=cmd_config_check)
     # add_help=False: -h is postconf's "values only"; --help stays.
     show = config_commands.add_parser(
@@ -93,6 +108,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="expand $name in values (postconf -x)")
     show.add_argument("-h", "--value-only", action="store_true",
                       help="values only, without 'name = ' (postconf -h)")
+    show.add_argument("--tables", action="store_true",
+                      help="the address rewriting parameters (expanded) and, under each, "
+                      "its tables' entries as postmap -s lists them")
     show.set_defaults(func=cmd_config_show)
     parameters = config_commands.add_parser(
         "parameters", help="every Postfix parameter: implemented, refused or ignored, and why")

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sesrelay import __version__
+from sesrelay import __version__, ses_identities
 from sesrelay.config.ignored import (
     OFF_VALUES,
     postfix_parameter_names,
@@ -125,6 +125,7 @@ class CheckReport:
     warnings: tuple[ConfigWarning, ...]
     ignored: tuple[tuple[Assignment, str], ...]
     supported: int  # supported parameters the file sets, well or badly
+    config: Config  # what is left once each wrong setting is treated as unset
 
 
 def check_config(path: str | Path) -> CheckReport:
@@ -137,7 +138,7 @@ def check_config(path: str | Path) -> CheckReport:
     assignments, config_directory = _read_assignments(path, {}, None, "override", errors)
     config = build_config(assignments, config_directory, errors)
     return CheckReport(tuple(errors), config.warnings, config.ignored,
-                       len({a.name for a in assignments if a.name in PARAMETERS}))
+                       len({a.name for a in assignments if a.name in PARAMETERS}), config)
 
 
 def _read_assignments(
@@ -259,6 +260,15 @@ def _consistency_errors(config: Config) -> Iterator[ConfigError]:
     if not 0 <= config.sesrelay_smtps_port < 65536:
         yield ConfigError("sesrelay_smtps_port must be a TCP port (1-65535) or 0",
                           _where(config, "sesrelay_smtps_port"))
+    if config.ses_unverified_sender == "rewrite":
+        if not config.ses_default_sender:
+            yield ConfigError("ses_unverified_sender = rewrite needs ses_default_sender: the "
+                              "verified address to send as",
+                              _where(config, "ses_unverified_sender"))
+        elif not ses_identities.covers(config.ses_identities, config.ses_default_sender):
+            yield ConfigError(f"ses_default_sender {config.ses_default_sender} is not a "
+                              "verified SES identity: no entry of ses_identities covers it",
+                              _where(config, "ses_default_sender"))
     for check in (check_tls, check_sasl):  # each raises its first error
         try:
             check(config)

@@ -368,11 +368,17 @@ class Config:
         values.parse_address_list, "",
         "Verified SES identities (domains or addresses) the worker may send as.", SES)
     ses_unverified_sender: str = _param(
-        values.choice_parser("reject", "accept"), "reject",
+        values.choice_parser("reject", "rewrite", "accept"), "reject",
         "An envelope sender (after address rewriting) that ses_identities does not cover: "
-        "reject (553 5.7.1 at RCPT TO, or at MAIL FROM with smtpd_delay_reject = no) or "
-        "accept (SES decides when the worker sends). No effect while ses_identities is "
-        "empty; the null sender is never checked.", SES)
+        "reject (553 5.7.1 at RCPT TO, or at MAIL FROM with smtpd_delay_reject = no), "
+        "rewrite (the envelope sender and the From: header become ses_default_sender, the "
+        "original From: address goes to Reply-To: unless there is one) or accept (SES "
+        "decides when the worker sends). No effect while ses_identities is empty; the null "
+        "sender is never checked.", SES)
+    ses_default_sender: str = _param(
+        values.parse_address, "",
+        "The verified address (covered by ses_identities) that ses_unverified_sender = "
+        "rewrite sends as; required with rewrite.", SES)
     ses_max_send_rate: float = _param(values.parse_float, "14",
                                       "Recipients per second, as SES counts them (0: no limit).",
                                       SES)

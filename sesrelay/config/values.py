@@ -174,6 +174,18 @@ def parse_address_list(value: str, where: str) -> tuple[str, ...]:
     return items
 
 
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+                         r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parse_address(value: str, where: str) -> str:
+    """One plain e-mail address, local@domain in ASCII without quotes, or empty
+    (ses_default_sender: it is written into envelopes and From: headers as it is)."""
+    if value and not _ADDRESS_RE.fullmatch(value):
+        raise ConfigError(f"expected an e-mail address (local@domain), got {value!r}", where)
+    return value
+
+
 def words_parser(*choices: str):  # type: ignore[no-untyped-def]
     """A parser for a list of words, each one of choices (canonical_classes, ...)."""
 

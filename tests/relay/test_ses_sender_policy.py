@@ -4,13 +4,16 @@ sender no verified identity covers, as SES matches identities; accept leaves it 
 
 from __future__ import annotations
 
+import logging
 import smtplib
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sesrelay.ses_identities import covers
+from tests.config.test_seed_and_cli import SESRELAY
 from tests.relay.conftest import RunningRelay, SpoolAccount
 
 IDENTITIES = "example.com, ops@verified.example"
@@ -81,3 +84,107 @@ def test_the_sender_is_checked_as_ses_will_see_it(start_relay: StartRelay, tmp_p
         client.sendmail("app@unverified.example", ["bert@example.org"], MESSAGE)
     [spooled] = spool_account.queued()
     assert spooled.envelope.mail_from == "app@example.com"
+
+
+# --- ses_unverified_sender = rewrite ------------------------------------------------------
+
+REWRITE = {"ses_identities": IDENTITIES, "mynetworks": "127.0.0.0/8",
+           "ses_unverified_sender": "rewrite", "ses_default_sender": "noreply@example.com"}
+
+
+def send(relay: RunningRelay, sender: str, message: bytes) -> None:
+    with smtplib.SMTP(relay.host, relay.port, timeout=30) as client:
+        client.sendmail(sender, ["bert@example.org"], message)
+
+
+def header_lines(raw: bytes) -> list[bytes]:
+    """The header lines after the relay's Received: header."""
+    head = raw.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    return [line for line in head if not line.startswith((b"Received:", b" ", b"\t"))]
+
+
+def test_rewrite_unverified_sender_and_from(start_relay: StartRelay,
+                                            spool_account: SpoolAccount,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sesrelay.relay")
+    relay = start_relay(**REWRITE)
+    send(relay, "app@unverified.example",
+         b"From: The App <app@unverified.example>\r\nSubject: s\r\n\r\nhello\r\n")
+    [spooled] = spool_account.queued()
+    assert spooled.envelope.mail_from == "noreply@example.com"
+    assert spooled.envelope.orig_mail_from == "app@unverified.example"
+    assert header_lines(spooled.raw) == [b"From: noreply@example.com",
+                                         b"Reply-To: app@unverified.example", b"Subject: s"]
+    queue_id = spooled.envelope.queue_id
+    assert (f"{queue_id}: from=<app@unverified.example> rewritten to <noreply@example.com>"
+            in caplog.text)
+    assert (f"{queue_id}: ses_unverified_sender: header From: <app@unverified.example> "
+            "replaced by <noreply@example.com>; Reply-To: <app@unverified.example> added"
+            in caplog.text)
+
+
+def test_rewrite_leaves_a_verified_sender_alone(start_relay: StartRelay,
+                                                spool_account: SpoolAccount) -> None:
+    relay = start_relay(**REWRITE)
+    message = b"From: App <app@mail.example.com>\r\nSubject: s\r\n\r\nhello\r\n"
+    send(relay, "app@mail.example.com", message)
+    [spooled] = spool_account.queued()
+    assert spooled.envelope.mail_from == "app@mail.example.com"
+    assert spooled.envelope.orig_mail_from is None
+    assert spooled.raw.endswith(message)
+
+
+def test_rewrite_keeps_an_existing_reply_to(start_relay: StartRelay,
+                                            spool_account: SpoolAccount) -> None:
+    relay = start_relay(**REWRITE)
+    send(relay, "app@unverified.example",
+         b"Reply-To: support@unverified.example\r\nFrom: app@unverified.example\r\n\r\nhi\r\n")
+    [spooled] = spool_account.queued()
+    assert spooled.envelope.mail_from == "noreply@example.com"
+    assert header_lines(spooled.raw) == [b"Reply-To: support@unverified.example",
+                                         b"From: noreply@example.com"]
+
+
+@pytest.mark.parametrize("from_lines", [
+    b"",                                                     # no From:
+    b"From: a@unverified.example\r\nFrom: b@unverified.example\r\n",
+    b"From: a@unverified.example, b@unverified.example\r\n",
+    b"From: undisclosed: a@unverified.example;\r\n",           # a group
+    b'From: "a b"@unverified.example\r\n',                   # quoted local part
+    b"From: a@unverified.example\r\n\tx@unverified.example\r\n",  # two addresses, folded
+], ids=["none", "two-headers", "two-mailboxes", "group", "quoted", "folded-junk"])
+def test_rewrite_refuses_a_from_that_is_not_one_mailbox(
+        start_relay: StartRelay, spool_account: SpoolAccount, from_lines: bytes) -> None:
+    relay = start_relay(**REWRITE)
+    with (smtplib.SMTP(relay.host, relay.port, timeout=30) as client,
+          pytest.raises(smtplib.SMTPDataError) as refused):
+        client.sendmail("app@unverified.example", ["bert@example.org"],
+                        from_lines + b"Subject: s\r\n\r\nhello\r\n")
+    assert (refused.value.smtp_code, refused.value.smtp_error.decode()) == (
+        550, "5.6.0 Error: the From: header must be one valid mailbox: "
+        "ses_unverified_sender = rewrite replaces it with a verified sender")
+    assert spool_account.queued() == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ses_identities = example.com\nses_unverified_sender = rewrite\n",
+     "main.cf:2: ses_unverified_sender = rewrite needs ses_default_sender: the verified "
+     "address to send as"),
+    ("ses_identities = example.com\nses_unverified_sender = rewrite\n"
+     "ses_default_sender = noreply@unverified.example\n",
+     "main.cf:3: ses_default_sender noreply@unverified.example is not a verified SES "
+     "identity: no entry of ses_identities covers it"),
+    ("ses_unverified_sender = rewrite\nses_default_sender = noreply@example.com\n",
+     "main.cf:2: ses_default_sender noreply@example.com is not a verified SES identity: no "
+     "entry of ses_identities covers it"),
+    ("ses_default_sender = <noreply@example.com>\n",
+     "main.cf:1: expected an e-mail address (local@domain), got '<noreply@example.com>'"),
+], ids=["missing", "unverified", "no-identities", "malformed"])
+def test_rewrite_config_errors_name_file_and_line(tmp_path: Path, text: str,
+                                                  expected: str) -> None:
+    path = tmp_path / "main.cf"
+    path.write_text(text)
+    result = subprocess.run([SESRELAY, "config", "check", str(path)], capture_output=True,
+                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert f"error: {tmp_path}/{expected}" in result.stdout.splitlines()
