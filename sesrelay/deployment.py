@@ -17,6 +17,7 @@ OUTPUT_RELAY_LOG_GROUP = "RelayLogGroup"
 OUTPUT_WORKER_LOG_GROUP = "WorkerLogGroup"
 OUTPUT_EVENTS_LOG_GROUP = "EventsLogGroup"  # only with ses_configuration_set
 OUTPUT_REGION = "Region"
+OUTPUT_RELAY_HOST = "RelayHost"  # the name applications send to (port 25)
 
 
 def stack_name(environment: str) -> str:

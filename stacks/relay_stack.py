@@ -85,7 +85,7 @@ class SesRelayStack(cdk.Stack):
                                     settings.endpoint_service.allowed_principals])
             cdk.CfnOutput(self, "EndpointServiceName", value=service.vpc_endpoint_service_name,
                           description="PrivateLink service name for interface endpoints")
-        cdk.CfnOutput(self, "RelayHost", value=endpoint,
+        cdk.CfnOutput(self, deployment.OUTPUT_RELAY_HOST, value=endpoint,
                       description="relayhost for applications (ports: "
                                   f"{', '.join(map(str, settings.smtp_ports))})")
         self._tls_outputs(relay)

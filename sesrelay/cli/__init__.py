@@ -3,8 +3,8 @@
 This package is the composition root: the one place that imports the relay
 (smtp_relay) and, through sesrelay.dev, the worker. One module per group of commands:
 config (config check/show), serve (serve, healthcheck), local (dev, outbox), mailq,
-queue (flush, delete, redrive), trace and maillog; where.py finds an environment's
-resources for all of them.
+queue (flush, delete, redrive), trace, maillog, users and smoke; where.py finds an
+environment's resources for all of them.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from botocore.exceptions import (
 )
 
 from sesrelay.aws import error_code
-from sesrelay.cli import config, local, maillog, mailq, queue, serve, trace, users
+from sesrelay.cli import config, local, maillog, mailq, queue, serve, smoke, trace, users
 from sesrelay.cli.where import WhereError
 from sesrelay.config import ConfigError
 from sesrelay.logformat import MaillogFormatter
 
-COMMAND_MODULES = (config, serve, local, trace, mailq, queue, maillog, users)
+COMMAND_MODULES = (config, serve, local, trace, mailq, queue, maillog, users, smoke)
 
 
 def _setup_logging() -> None:
