@@ -29,6 +29,34 @@ _REASONS: tuple[tuple[str, str], ...] = (
      "SMTPUTF8 is always offered and never required: UTF-8 domains become A-labels "
      "for SES, and UTF-8 local parts, which SES cannot take, get 553 5.6.7"),
     (r"debug_peer_.*|debugger_command", "Postfix debugging hook; sesrelay logs to stdout"),
+    (r"tlsproxy_.*", "there is no tlsproxy(8): the relay ends TLS itself (smtpd_tls_*)"),
+    (r"postscreen_.*",
+     "there is no postscreen(8): every client comes through the NLB from mynetworks; "
+     "the relay's own smtpd limits apply"),
+    (r"(bsmtp|error|ifmail|maildrop|mailman|relay|retry|scalemail-backend|uucp|default)_"
+     r"(delivery_slot_cost|delivery_slot_discount|delivery_slot_loan|extra_recipient_limit|"
+     r"minimum_delivery_slots|recipient_limit|recipient_refill_delay|"
+     r"recipient_refill_limit|time_limit)",
+     "queue manager scheduling of a delivery transport; the worker sends through SES"),
+    (r"address_verify_.*|unverified_(sender|recipient)_.*",
+     "there is no address verification (reject_unverified_sender/recipient are refused)"),
+    (r"milter_.*",
+     "milter settings; milters themselves (smtpd_milters) are refused"),
+    (r"multi_instance_.*|postmulti_.*|alternate_config_directories",
+     "Postfix multi-instance management; one sesrelay deployment per environment"),
+    (r".*_service_name|service_throttle_time|master_service_disable|ipc_.*|"
+     r"max_idle|max_use|daemon_timeout|daemon_table_open_error_is_fatal|trigger_timeout|"
+     r"fork_attempts|fork_delay|stale_lock_time|deliver_lock_.*|known_tcp_ports|"
+     r"postlogd_watchdog_timeout|application_event_drain_time|anvil_.*|"
+     r"connection_cache_.*|tcp_windowsize|stress|hash_queue_.*|queue_minfree|"
+     r"queue_file_attribute_count_limit|berkeley_db_.*|lmdb_map_size|"
+     r"default_database_type|enable_long_queue_ids|duplicate_filter_limit|"
+     r"confirm_delay_cleared|helpful_warnings|mail_release_date|openssl_path|"
+     r"proxy_read_maps|proxy_write_maps|qmqpd_.*|authorized_(flush|mailq|submit)_users|"
+     r"sun_mailtool_compatibility|backwards_bounce_logfile_compatibility|"
+     r"dnssec_probe|dns_ncache_ttl_fix_enable|dnsblog_reply_delay|respectful_logging|"
+     r"info_log_address_format|smtpd_history_flush_threshold|smtpd_client_port_logging",
+     "Postfix daemon, IPC or queue-file plumbing that sesrelay's processes do not have"),
     (r"mynetworks_style",
      "sesrelay never derives trust from interfaces: mynetworks is explicit "
      "(default 127.0.0.0/8 [::1]/128)"),
