@@ -73,3 +73,17 @@ def test_relay_requirements_resolve_to_wheels_for_the_image(tmp_path: Path) -> N
     wheels = {path.name.split("-")[0].lower().replace("_", "-")
               for path in tmp_path.glob("*.whl")}
     assert wheels == pinned, f"downloaded {sorted(wheels)}, pinned {sorted(pinned)}"
+
+
+def test_the_relay_starts_without_the_development_dependencies() -> None:
+    # The image installs requirements/relay.txt only: `sesrelay serve` must not import
+    # what only `sesrelay dev`, the tests or the CDK app use (a top-level import of one
+    # of these would stop every task at start).
+    absent = ("cryptography", "moto", "aws_cdk", "cdk_nag", "hypothesis", "pytest")
+    script = (f"import sys\nfor name in {absent!r}:\n    sys.modules[name] = None\n"
+              "from sesrelay.cli import main\nimport smtp_relay.server\n"
+              "sys.argv = ['sesrelay', 'serve', '--help']\nmain()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert "usage: sesrelay serve" in result.stdout
