@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,12 @@ def leftover_processes() -> list[tuple[int, str]]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """For `make test`'s parallel run (pytest-xdist, --dist loadfile: a module's tests
-    share a worker, and so its module-scoped fixtures): the soak, the longest test,
-    starts first so that the rest runs beside it."""
-    items.sort(key=lambda item: item.get_closest_marker("soak") is None)
+    share a worker, and so its module-scoped fixtures; --no-loadscope-reorder keeps this
+    order): the soaks, the longest tests, start first, so that the rest runs beside
+    them; then the modules with the most tests, as xdist's own reordering would."""
+    per_module = Counter(item.nodeid.split("::")[0] for item in items)
+    items.sort(key=lambda item: (item.get_closest_marker("soak") is None,
+                                 -per_module[item.nodeid.split("::")[0]]))
 
 
 @dataclass
