@@ -28,6 +28,12 @@ def is_header_start(line: bytes) -> bool:
     return all(33 <= b <= 126 for b in name)
 
 
+def received_count(header_lines: list[bytes]) -> int:
+    """How many Received: headers the lines (continuation lines included) hold."""
+    return sum(1 for line in header_lines
+               if is_header_start(line) and line.split(b":", 1)[0].lower() == b"received")
+
+
 @dataclass
 class HeaderCheckResult:
     """What header_checks decided for one message: the headers to store, or the reply

@@ -30,7 +30,12 @@ from smtp_relay.cleanup import (
     Rewritten,
 )
 from smtp_relay.handoff import Spool, SpoolError
-from smtp_relay.headers import apply_header_checks, protocol_name, received_header
+from smtp_relay.headers import (
+    apply_header_checks,
+    protocol_name,
+    received_count,
+    received_header,
+)
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.sasl import Authenticator, Login, login_of
 from smtp_relay.tls import TlsSession
@@ -96,6 +101,14 @@ class Transaction:
             headers = self._rewrite_from(headers)
         if self.reject is None and self.discard is None:
             self.reject = self._ses_headers_reply(headers)
+        # Postfix's cleanup counts the Received: headers that header_checks kept, and its
+        # smtpd's own; the hop count wins over a REJECT (cleanup_stat_detail's order), a
+        # DISCARD over both.
+        if (self.discard is None
+                and 1 + received_count(headers) >= self.config.hopcount_limit):
+            log.info("%s: reject: too many hops (hopcount_limit = %d)", self.queue_id,
+                     self.config.hopcount_limit)
+            self.reject = replies.soften(replies.TOO_MANY_HOPS, self.config.soft_bounce)
         config, login = self.config, self.login
         buffer = bytearray(received_header(
             helo=self.session.host_name or "", client_address=client_address(self.session),

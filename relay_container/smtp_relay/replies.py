@@ -11,6 +11,8 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing transmission channel"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
 SPOOL_FAILED = "451 4.3.0 Error: queue file write error"
 SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed limit"
+# data_cmd(), from cleanup's CLEANUP_STAT_HOPS (cleanup_stat_detail): hopcount_limit.
+TOO_MANY_HOPS = "554 5.4.0 Error: too many hops"
 # sesrelay's own: re-encoding a signed part to fit SES's line limit breaks its signature.
 SIGNED_LONG_LINES = ("554 5.6.0 Error: a multipart/signed part has a line longer than 998 "
                      "octets, which cannot be relayed without breaking its signature")

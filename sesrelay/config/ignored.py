@@ -22,13 +22,19 @@ _REASONS: tuple[tuple[str, str], ...] = (
      "outbound delivery is SES's SendEmail API, not an SMTP client"),
     (r"local_.*|alias_.*|mailbox_.*|home_mailbox|luser_relay|forward_path|"
      r"allow_mail_to_.*|mail_spool_directory|unknown_local_recipient_reject_code|"
-     r"biff|prepend_delivered_header|command_.*",
+     r"biff|prepend_delivered_header|command_.*|"
+     r"expand_owner_alias|reset_owner_alias|require_home_directory|strict_mailbox_ownership|"
+     r"frozen_delivered_to|forward_expansion_filter|execution_directory_expansion_filter|"
+     r"empty_address_recipient|empty_address_local_login_sender_maps_lookup_key|"
+     r"header_from_format|sendmail_fix_line_endings",
      "there is no local delivery"),
-    (r"virtual_.*", "there is no virtual mailbox delivery (virtual(8))"),
+    (r"virtual_.*|unknown_virtual_mailbox_reject_code",
+     "there is no virtual mailbox delivery (virtual(8))"),
     (r"smtputf8_enable|strict_smtputf8|smtputf8_autodetect_classes",
      "SMTPUTF8 is always offered and never required: UTF-8 domains become A-labels "
      "for SES, and UTF-8 local parts, which SES cannot take, get 553 5.6.7"),
-    (r"debug_peer_.*|debugger_command", "Postfix debugging hook; sesrelay logs to stdout"),
+    (r"debug_peer_.*|debugger_command|fault_injection_code|dont_remove",
+     "Postfix debugging hook; sesrelay logs to stdout"),
     (r"tlsproxy_.*", "there is no tlsproxy(8): the relay ends TLS itself (smtpd_tls_*)"),
     (r"postscreen_.*",
      "there is no postscreen(8): every client comes through the NLB from mynetworks; "
@@ -55,7 +61,8 @@ _REASONS: tuple[tuple[str, str], ...] = (
      r"proxy_read_maps|proxy_write_maps|qmqpd_.*|authorized_(flush|mailq|submit)_users|"
      r"sun_mailtool_compatibility|backwards_bounce_logfile_compatibility|"
      r"dnssec_probe|dns_ncache_ttl_fix_enable|dnsblog_reply_delay|respectful_logging|"
-     r"info_log_address_format|smtpd_history_flush_threshold|smtpd_client_port_logging",
+     r"info_log_address_format|smtpd_history_flush_threshold|smtpd_client_port_logging|"
+     r"service_name|smtpd_delay_open_until_valid_rcpt",
      "Postfix daemon, IPC or queue-file plumbing that sesrelay's processes do not have"),
     (r"mynetworks_style",
      "sesrelay never derives trust from interfaces: mynetworks is explicit "
@@ -81,9 +88,80 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"smtpd_client_new_tls_session_rate_limit|smtpd_client_auth_rate_limit",
      "no anvil rate limits; failed AUTH is limited by sesrelay_auth_failure_limit"),
     (r"bounce_.*|2bounce_.*|delay_.*|notify_classes|.*_notice_recipient|"
-     r"double_bounce_sender|bounce_template_file",
+     r"double_bounce_sender|bounce_template_file|enable_threaded_bounces",
      "bounces are sent by the worker (ses_bounce_sender)"),
     (r"fast_flush_.*|smtpd_etrn_.*", "there is no ETRN: the queue is SQS, retried by the worker"),
+    (r"access_map_(defer|reject)_code|smtpd_null_access_lookup_key|"
+     r"smtpd_log_access_permit_actions|default_rbl_reply|rbl_reply_maps|maps_rbl_domains|"
+     r"maps_rbl_reject_code|smtpd_expansion_filter|smtpd_dns_reply_filter|"
+     r"smtpd_policy_service_.*|relay_clientcerts|invalid_hostname_reject_code|"
+     r"multi_recipient_bounce_reject_code|non_fqdn_reject_code|plaintext_reject_code|"
+     r"unknown_(address|client|hostname)_reject_code|"
+     r"unknown_(address|helo_hostname)_tempfail_action|reject_tempfail_action",
+     "tunes restrictions sesrelay does not have (check_*_access, RBLs, policy services, "
+     "permit_tls_clientcerts, reject_unknown_*, reject_non_fqdn_*...), which the "
+     "restriction lists refuse; those it has look up local tables only and never fail "
+     "temporarily"),
+    (r"smtpd_authorized_(verp_clients|xclient_hosts|xforward_hosts)|default_verp_delimiters|"
+     r"disable_verp_bounces|verp_delimiter_filter",
+     "XCLIENT, XFORWARD and XVERP are not offered to any client: stricter than Postfix "
+     "either way"),
+    (r"smtpd_proxy_(ehlo|options|timeout)",
+     "there is no before-queue proxy filter (smtpd_proxy_filter is refused)"),
+    (r"body_checks_size_limit|mime_boundary_length_limit|mime_nesting_limit|"
+     r"header_address_token_limit|detect_8bit_encoding_header|"
+     r"disable_mime_input_processing|disable_mime_output_conversion",
+     "the feature it tunes does not exist here: sesrelay neither parses nor converts MIME "
+     "nor rewrites header addresses (body_checks, mime_header_checks and "
+     "nested_header_checks are refused); the body goes to SES as received"),
+    (r"best_mx_transport|ignore_mx_lookup_error|disable_dns_lookups|defer_transports|"
+     r"fallback_transport_maps|default_filter_nexthop|transport_retry_time|"
+     r"queue_run_delay|(default|pipe)_delivery_status_filter|internal_mail_filter_classes|"
+     r"empty_address_(default_transport|relayhost)_maps_lookup_key|send_cyrus_sasl_authzid",
+     "tunes Postfix's queue manager or delivery agents: the queue is SQS, retried after "
+     "minimal_backoff_time/maximal_backoff_time, and every message goes to SES's API "
+     "(content_filter, transport_maps and sender_dependent_relayhost_maps are refused)"),
+    (r"allow_untrusted_routing",
+     "sesrelay behaves as the default (no): a recipient with sender-specified routing "
+     "(user%host@, user!host@, \"user@host\"@) is never an authorized destination; "
+     "stricter than Postfix with yes"),
+    (r"allow_min_user",
+     "what it guards against (an address taken for a command-line option by a local "
+     "delivery program) cannot happen: addresses go only to SES's API"),
+    (r"allow_percent_hack|swap_bangpath|resolve_dequoted_address|resolve_null_domain|"
+     r"resolve_numeric_domain",
+     "Postfix's address resolver (trivial-rewrite) routes mail; sesrelay routes nothing "
+     "itself (every recipient goes to SES, which refuses malformed domains) and never "
+     "rewrites user%domain or site!user; % and ! in a local part count as sender-specified "
+     "routing for the relay rule"),
+    (r"cleanup_replace_stray_cr_lf",
+     "it prevents outbound SMTP smuggling by Postfix's SMTP client; sesrelay has none "
+     "(SES's API delivers), a bare <LF> in DATA is taken as <CR><LF> "
+     "(smtpd_forbid_bare_newline) and a bare <CR> in a header refuses the message"),
+    (r"enable_original_recipient",
+     "sesrelay behaves as the default (yes): the original recipient of a rewritten address "
+     "is kept for DSNs and the log"),
+    (r"smtpd_reject_unlisted_recipient",
+     "sesrelay behaves as the default (yes): unknown recipients in relay_recipient_maps "
+     "and virtual_alias_domains get 550 at RCPT; with no, Postfix accepts them only to "
+     "bounce them"),
+    (r"disable_vrfy_command",
+     "VRFY is always refused here (502 5.5.1, as with yes): stricter than Postfix's default"),
+    (r"line_length_limit",
+     "sesrelay behaves as the default (2048): command lines are cut at 2048 octets; "
+     "message lines of any length are kept whole and folded only in headers over 998"),
+    (r"smtpd_peername_lookup",
+     "sesrelay does no reverse DNS: client names are unknown (as with no), and no "
+     "restriction it has uses them"),
+    (r"smtpd_recipient_overshoot_limit",
+     "changes error counting only: each recipient over smtpd_recipient_limit gets 452 "
+     "either way"),
+    (r"smtpd_reject_footer|smtpd_reject_footer_maps",
+     "adds text to reject replies only; reply codes and decisions are unchanged"),
+    (r"smtpd_min_data_rate",
+     "it applies only with smtpd_per_request_deadline = yes, which is refused"),
+    (r"show_user_unknown_table_name",
+     "reply text only: sesrelay names the table as with the default (yes)"),
     (r"compatibility_level|mail_version|inet_protocols_.*", "version compatibility knob"),
 )
 
@@ -122,9 +200,43 @@ REFUSED: tuple[tuple[str, str], ...] = (
      r"permit_mx_backup_networks",
      "ignoring it would let through mail that Postfix rejects: remove it, or express it "
      "with smtpd_relay_restrictions, smtpd_recipient_restrictions or header_checks"),
+    # SMTP session rules stricter than sesrelay's.
+    (r"smtpd_forbid_unauth_pipelining|smtpd_per_request_deadline|strict_rfc821_envelopes|"
+     r"smtpd_forbidden_commands|smtpd_discard_ehlo_keywords|"
+     r"smtpd_discard_ehlo_keyword_address_maps|smtpd_command_filter|smtpd_noop_commands",
+     "ignoring it would speak SMTP otherwise than Postfix: accept or answer what Postfix "
+     "refuses, rewrites or hides (sesrelay does its default)"),
+    # Content checks and edits at receipt.
+    (r"message_reject_characters|message_strip_characters|strict_7bit_headers|"
+     r"strict_8bitmime|strict_8bitmime_body|strict_mime_encoding_domain|"
+     r"undisclosed_recipients_header",
+     "ignoring it would deliver a message that Postfix rejects or changes"),
+    # Address matching and resolution, and reply codes, that sesrelay does as the default.
+    (r"parent_domain_matches_subdomains|owner_request_special|enable_idna2003_compatibility|"
+     r"smtpd_relay_before_recipient_restrictions|reject_code|defer_code",
+     "ignoring another value would match, resolve or answer addresses otherwise than "
+     "Postfix (sesrelay does its default)"),
 )
 # Values that leave a refused parameter off, so that it may stay in a main.cf.
 OFF_VALUES = frozenset({"", "no", "none", "0"})
+# Refused parameters whose Postfix default (as postconf -d prints it, or the default of
+# Postfix < 3.7 where noted) is what sesrelay does: a main.cf copied from postconf -n or
+# -d may hold it. Compared without case, with commas and spaces alike.
+DEFAULT_VALUES: dict[str, frozenset[str]] = {
+    "smtpd_forbidden_commands": frozenset({
+        "connect get post regexp:{{/^[^a-z]/ bogus}}",
+        "connect get post"}),  # < 3.7; sesrelay hangs up on the 3.7 list, stricter
+    "smtpd_per_request_deadline": frozenset({
+        "${smtpd_per_record_deadline?{$smtpd_per_record_deadline}:{${stress?{yes}:{no}}}}"}),
+    "parent_domain_matches_subdomains": frozenset({
+        "debug_peer_list fast_flush_domains mynetworks permit_mx_backup_networks "
+        "qmqpd_authorized_clients relay_domains smtpd_access_maps"}),
+    "owner_request_special": frozenset({"yes"}),
+    "smtpd_relay_before_recipient_restrictions": frozenset({
+        "yes", "${{$compatibility_level} <level {3.6} ? {no} : {yes}}"}),
+    "reject_code": frozenset({"554"}),
+    "defer_code": frozenset({"450"}),
+}
 
 IMPLEMENTED, IGNORED, REFUSED_CLASS = "implemented", "ignored", "refused"
 
@@ -137,6 +249,17 @@ def reason_refused(name: str) -> str | None:
     return None
 
 
+def refused_setting(name: str, value: str) -> str | None:
+    """Why setting this Postfix parameter to value is an error, or None: not refused, off
+    (OFF_VALUES), or its Postfix default where that is what sesrelay does."""
+    refused = reason_refused(name)
+    normalized = " ".join(value.lower().replace(",", " ").split())
+    if (refused is None or normalized in OFF_VALUES
+            or normalized in DEFAULT_VALUES.get(name, ())):
+        return None
+    return refused
+
+
 @cache
 def postfix_parameter_names() -> frozenset[str]:
     """Every parameter name Postfix 3.7 knows (from postconf -d)."""
@@ -147,6 +270,8 @@ def postfix_parameter_names() -> frozenset[str]:
 
 def reason_ignored(name: str) -> str:
     """One line saying why this Postfix parameter has no effect in sesrelay."""
+    if reason_refused(name) is not None:  # set to what refused_setting lets through
+        return "off, or Postfix's default, which is what sesrelay does"
     for pattern, reason in _REASONS:
         if re.fullmatch(pattern, name):
             return reason

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from sesrelay import __version__, ses_identities
 from sesrelay.config.ignored import (
-    OFF_VALUES,
     postfix_parameter_names,
     reason_ignored,
-    reason_refused,
+    refused_setting,
 )
 from sesrelay.config.maincf import (
     Assignment,
@@ -207,8 +206,8 @@ def build_config(assignments: list[Assignment], config_directory: str = "/etc/se
             del settings[name]
             parsed[name] = _parse(sources, name)
     for name, assignment in list(settings.items()):
-        refused = None if name in PARAMETERS else reason_refused(name)
-        if refused and assignment.value.lower() not in OFF_VALUES:
+        refused = None if name in PARAMETERS else refused_setting(name, assignment.value)
+        if refused:
             report(ConfigError(f"{name} is not supported by sesrelay, and {refused}",
                                assignment.where))
             del settings[name]  # reported as an error, not also as ignored

@@ -186,6 +186,10 @@ class Config:
         "Longest header in bytes (with its continuation lines); the excess is discarded "
         "and logged, as Postfix's cleanup does. Header lines over 998 octets are folded "
         "before sending.", LIMITS)
+    hopcount_limit: int = _param(
+        values.parse_int, "50",
+        "Most Received: headers a message may have, the relay's own included (a mail "
+        "loop); more: 554 5.4.0 Error: too many hops at the end of DATA.", LIMITS)
     soft_bounce: bool = _param(values.parse_bool, "no",
                                "Turn 5xx rejections into 4xx, and defer instead of bouncing.",
                                LIMITS)

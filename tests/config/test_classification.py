@@ -52,3 +52,29 @@ def test_each_refused_parameter_is_an_error_naming_file_and_line(tmp_path: Path)
         assert str(error.value).startswith(f"{path}:2: {name} is not supported by sesrelay")
         path.write_text(f"{name} = no\n{name} =\n")  # off: may stay in a main.cf
         load_config(path, environ={})
+
+
+@pytest.mark.parametrize(("name", "default", "other"), [
+    ("smtpd_forbidden_commands", "CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}", "CONNECT"),
+    ("smtpd_forbidden_commands", "CONNECT, GET, POST", "GET POST"),
+    ("smtpd_per_request_deadline",
+     "${smtpd_per_record_deadline?{$smtpd_per_record_deadline}:{${stress?{yes}:{no}}}}",
+     "yes"),
+    ("parent_domain_matches_subdomains",
+     "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+     "qmqpd_authorized_clients,relay_domains,smtpd_access_maps", "mynetworks"),
+    ("owner_request_special", "yes", "maybe"),
+    ("smtpd_relay_before_recipient_restrictions", "yes", "maybe"),
+    ("reject_code", "554", "450"),
+    ("defer_code", "450", "554"),
+])
+def test_a_refused_parameter_at_the_default_sesrelay_follows_is_accepted(
+        tmp_path: Path, name: str, default: str, other: str) -> None:
+    assert classify(name)[0] == REFUSED_CLASS
+    path = tmp_path / "main.cf"
+    path.write_text(f"{name} = {default}\n")  # as postconf -d prints it
+    assert [(a.name, reason) for a, reason in load_config(path, environ={}).ignored] == [
+        (name, "off, or Postfix's default, which is what sesrelay does")]
+    path.write_text(f"{name} = {other}\n")
+    with pytest.raises(ConfigError, match=f"^{path}:1: {name} is not supported"):
+        load_config(path, environ={})
