@@ -6,6 +6,11 @@ Run through bench/run, which installs what this needs. Both sides run on loopbac
   the seed main.cf's relay (mynetworks, relayhost) and relaying to smtp-sink;
 - `sesrelay serve`, whose AWS endpoints point at bench/spool_sink.py, the spool's smtp-sink.
 
+The TLS load runs against a second pair, Postfix and sesrelay with the same certificate and
+TLS settings (TLS_SETTINGS), driven by tls_source: smtp-source cannot STARTTLS, so this
+harness's own client (threads, one message per connection, as smtp-source) does, the same
+for both sides.
+
 Each load runs against Postfix, then sesrelay, then sesrelay, then Postfix (and so on for
 more rounds), so a drift of the machine hits both alike. Reported per load and side:
 msg/s (smtp-source's wall time), relay CPU ms per message and peak RSS (from /proc, over
@@ -24,6 +29,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SENDER, RECIPIENT = "bench@bench.test", "rcpt@example.com"
 BIG_MESSAGE = 40 * 1024 * 1024 - 64 * 1024  # 40 MiB less room for headers and the limit
+TLS_NAME = "tls.bench.test"
+# The TLS load's server settings, in Postfix's names, given alike to both sides (sesrelay's
+# defaults for the rest match Postfix's: medium ciphers, no TLS log lines or header).
+TLS_SETTINGS = {"smtpd_tls_security_level": "may", "smtpd_tls_protocols": ">=TLSv1.2",
+                "smtpd_tls_mandatory_protocols": ">=TLSv1.2", "smtpd_tls_loglevel": "0",
+                "smtpd_tls_received_header": "no"}
 
 
 def log(text: str) -> None:
@@ -183,8 +195,9 @@ class Postfix:
     """A private Postfix instance: config, queue and log under workdir, relaying to
     smtp-sink on loopback."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "postfix"
+    def __init__(self, workdir: Path, tls: dict[str, str] | None = None) -> None:
+        self.dir = workdir / ("postfix-tls" if tls else "postfix")
+        self.tls = tls or {}
         self.port = free_port()
         self.sink_port = free_port()
         self.sink: subprocess.Popen[bytes] | None = None
@@ -216,7 +229,7 @@ local_recipient_maps =
 mynetworks = 127.0.0.0/8
 relayhost = [127.0.0.1]:{self.sink_port}
 smtpd_banner = $myhostname ESMTP $mail_name
-""")
+""" + "".join(f"{name} = {value}\n" for name, value in self.tls.items()))
         master = Path("/etc/postfix/master.cf").read_text().splitlines()
         for number, line in enumerate(master):
             if line.split()[:2] == ["smtp", "inet"]:
@@ -317,8 +330,9 @@ class Sesrelay:
     """`sesrelay serve` on loopback, spooling to the sink."""
 
     def __init__(self, sink: SpoolSink, processes: int, workdir: Path,
-                 cpu_affinity: bool = False) -> None:
+                 cpu_affinity: bool = False, tls: dict[str, str] | None = None) -> None:
         self.sink = sink
+        self.tls = tls or {}
         self.processes = processes
         self.cpu_affinity = cpu_affinity
         self.port = free_port()
@@ -339,7 +353,8 @@ class Sesrelay:
                "SESRELAY_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT": "0",
                "SESRELAY_MYHOSTNAME": "sesrelay.bench.test",
                "SESRELAY_MESSAGE_SIZE_LIMIT": str(40 * 1024 * 1024),
-               "POWERTOOLS_METRICS_DISABLED": "true"}
+               "POWERTOOLS_METRICS_DISABLED": "true",
+               **{f"SESRELAY_{name.upper()}": value for name, value in self.tls.items()}}
         # The relay logs at its production level (INFO: a line per message, to a file),
         # as Postfix writes its maillog.
         for name in ("AWS_PROFILE", "SESRELAY_CONFIG", "AWS_ENDPOINT_URL_S3",
@@ -389,6 +404,7 @@ class Load:
     size: int
     messages: int
     latency: bool = False  # also time each acknowledgement (1 session)
+    tls: bool = False  # STARTTLS on each connection, with tls_source (against the TLS pair)
 
 
 @dataclass
@@ -417,6 +433,71 @@ def smtp_source(port: int, load: Load) -> float:
     if result.returncode != 0 or result.stderr.strip():
         raise RuntimeError(f"smtp-source against port {port}: {result.stderr.strip()}")
     return seconds
+
+
+def send_load(port: int, load: Load, ca_file: Path | None) -> float:
+    """Run the load's client (tls_source for a TLS load, else smtp-source); its wall time
+    in seconds."""
+    if load.tls:
+        assert ca_file is not None
+        return tls_source(port, load, ca_file)
+    return smtp_source(port, load)
+
+
+def tls_source(port: int, load: Load, ca_file: Path) -> float:
+    """What smtp-source does (load.sessions at a time, one message per connection), with
+    STARTTLS on each connection and the certificate checked; its wall time in seconds.
+    Threads: the handshakes and the encryption run in OpenSSL, outside the GIL."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    payload = message_bytes(load.size) + b"."  # and the end-of-data line, sent with CRLF
+    remaining = iter(range(load.messages))
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def one_message() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            stream = sock.makefile("rb")
+            _expect(stream, b"220")
+            for command, code in ((b"EHLO client.bench.test", b"250"),
+                                  (b"STARTTLS", b"220")):
+                sock.sendall(command + b"\r\n")
+                _expect(stream, code)
+            with context.wrap_socket(sock, server_hostname=TLS_NAME) as secure:
+                secure_stream = secure.makefile("rb")
+                for command, code in ((b"EHLO client.bench.test", b"250"),
+                                      (f"MAIL FROM:<{SENDER}>".encode(), b"250"),
+                                      (f"RCPT TO:<{RECIPIENT}>".encode(), b"250"),
+                                      (b"DATA", b"354"), (payload, b"250"),
+                                      (b"QUIT", b"221")):
+                    secure.sendall(command + b"\r\n")
+                    _expect(secure_stream, code)
+
+    def session() -> None:
+        try:
+            while True:
+                with lock:
+                    if failures or next(remaining, None) is None:
+                        return
+                one_message()
+        except (OSError, RuntimeError) as exc:
+            with lock:
+                failures.append(exc)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=session) for _ in range(load.sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"TLS client against port {port}: {failures[0]!r}")
+    return time.monotonic() - started
+
+
+def _expect(stream: socket.SocketIO | object, code: bytes) -> None:
+    reply = _reply(stream)
+    if not reply.startswith(code):
+        raise RuntimeError(f"expected {code.decode()}, got {reply!r}")
 
 
 def _reply(stream: socket.SocketIO | object) -> bytes:
@@ -475,12 +556,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def run_postfix(postfix: Postfix, load: Load) -> Sample:
+def run_postfix(postfix: Postfix, load: Load, ca_file: Path | None = None) -> Sample:
     """One load against Postfix, until every message reached smtp-sink."""
     postfix.settle()
     before = postfix.delivered()
     with ProcessTree(postfix.master_pid) as tree:
-        seconds = smtp_source(postfix.port, load)
+        seconds = send_load(postfix.port, load, ca_file)
         latencies = ack_latencies(postfix.port, load.size, load.messages) \
             if load.latency else []
         postfix.settle()
@@ -491,12 +572,12 @@ def run_postfix(postfix: Postfix, load: Load) -> Sample:
     return _sample("postfix", load, seconds, tree, count, latencies, {})
 
 
-def run_sesrelay(relay: Sesrelay, load: Load) -> Sample:
+def run_sesrelay(relay: Sesrelay, load: Load, ca_file: Path | None = None) -> Sample:
     """One load against sesrelay; every message must have reached the spool sink."""
     relay.sink.reset()
     assert relay.process is not None
     with ProcessTree(relay.process.pid) as tree:
-        seconds = smtp_source(relay.port, load)
+        seconds = send_load(relay.port, load, ca_file)
         latencies = ack_latencies(relay.port, load.size, load.messages) \
             if load.latency else []
     count = load.messages * (2 if load.latency else 1)
@@ -685,7 +766,18 @@ def loads_for(quick: bool) -> tuple[list[Load], int]:
         Load("1 session, 10 KB", 1, 10 * 1024, 200 * scale, latency=True),
         Load("20 sessions, 100 KB", 20, 100 * 1024, 600 * scale),
         Load("20 sessions, 1 MB", 20, 1024 * 1024, 100 * scale),
+        Load("20 sessions, STARTTLS, 10 KB", 20, 10 * 1024, 600 * scale, tls=True),
     ], (4 if quick else 6)
+
+
+def tls_settings(workdir: Path) -> tuple[dict[str, str], Path]:
+    """TLS_SETTINGS with one self-signed certificate for both sides; and the file the
+    client trusts (the certificate itself)."""
+    from sesrelay.certificates import self_signed
+
+    files = self_signed(workdir / "tls", [TLS_NAME])
+    return ({**TLS_SETTINGS, "smtpd_tls_cert_file": str(files.cert_file),
+             "smtpd_tls_key_file": str(files.key_file)}, files.cert_file)
 
 
 @contextlib.contextmanager
@@ -748,12 +840,20 @@ def main() -> int:
         work = Path(tmp)
         postfix, sink = Postfix(work), SpoolSink(work)
         relay = Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity)
+        # The TLS load's pair: the other loads keep servers without TLS, as measured before.
+        tls, ca_file = tls_settings(work)
+        tls_pair = (Postfix(work, tls),
+                    Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity, tls))
+        tls_parts = tls_pair if any(load.tls for load in loads) else ()
         samples: list[Sample] = []
-        with running(postfix, sink, relay):
+        with running(postfix, sink, relay, *tls_parts):
             for load in loads:
                 log(f"load: {load.name} ({load.messages} messages)")
-                samples += interleave(rounds, lambda load=load: run_postfix(postfix, load),
-                                      lambda load=load: run_sesrelay(relay, load))
+                side_postfix, side_relay = tls_pair if load.tls else (postfix, relay)
+                samples += interleave(
+                    rounds,
+                    lambda load=load, side=side_postfix: run_postfix(side, load, ca_file),
+                    lambda load=load, side=side_relay: run_sesrelay(side, load, ca_file))
             rows = summarise(samples, loads)
             best = max((float(r["sesrelay"]["msg_per_s"]) for r in rows),  # type: ignore[index]
                        default=1.0)

@@ -260,6 +260,14 @@ class EnvironmentSettings:
         return [net for net in self.config.mynetworks.networks
                 if not ipaddress.ip_network(net).is_loopback]
 
+    @property
+    def auth_networks(self) -> list[str]:
+        """The further CIDRs the load balancer admits, whose clients relay only after AUTH:
+        sesrelay_auth_networks without loopback and without what mynetworks admits."""
+        return [net for net in self.config.sesrelay_auth_networks.networks
+                if not ipaddress.ip_network(net).is_loopback
+                and net not in self.client_networks]
+
 
 class _Reader:
     """Reads one mapping of settings, naming the setting in every error."""
@@ -413,6 +421,10 @@ def _check_networks(settings: EnvironmentSettings, where: str) -> None:
         if ipaddress.ip_network(net).prefixlen == 0:
             raise SettingsError(f"{where}.mynetworks: {net} would admit the whole Internet to "
                                 "the load balancer and make an open relay")
+    for net in settings.auth_networks:
+        if ipaddress.ip_network(net).prefixlen == 0:
+            raise SettingsError(f"{where}.sesrelay_auth_networks: {net} would admit the whole "
+                                "Internet to the load balancer to try passwords")
 
 
 def _smtp_ports(env: _Reader) -> tuple[int, ...]:

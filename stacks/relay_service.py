@@ -79,10 +79,18 @@ class RelayService(Construct):
         super().__init__(scope, construct_id)
         vpc = network.vpc
 
+        # A security group's description cannot change without replacing the group, so
+        # deployments without sesrelay_auth_networks keep theirs.
+        admitted = ("mynetworks and sesrelay_auth_networks" if settings.auth_networks
+                    else "mynetworks")
         self.lb_security_group = ec2.SecurityGroup(
             self, "LoadBalancerSecurityGroup", vpc=vpc, allow_all_outbound=False,
-            description=f"sesrelay {settings.name} NLB: SMTP from mynetworks only")
+            description=f"sesrelay {settings.name} NLB: SMTP from {admitted} only")
+        # Clients in sesrelay_auth_networks reach every SMTP port too; the relay lets them
+        # relay only after AUTH (permit_sasl_authenticated), as they are not in mynetworks.
         peers = {f"mynetworks {cidr}": _peer(cidr) for cidr in settings.client_networks}
+        peers.update({f"sesrelay_auth_networks {cidr}": _peer(cidr)
+                      for cidr in settings.auth_networks})
         for description, peer in peers.items():
             self.lb_security_group.add_ingress_rule(peer, ec2.Port.tcp(SMTP_PORT),
                                                     f"SMTP from {description}")

@@ -67,6 +67,12 @@ class Config:
         tables.parse_network_list, "127.0.0.0/8 [::1]/128",
         "Trusted clients, which may relay to any destination (CIDRs, /file, cidr: tables).",
         RELAY)
+    sesrelay_auth_networks: tables.NetworkList = _param(
+        tables.parse_network_list, "",
+        "Clients outside mynetworks that may reach the relay only to authenticate: the "
+        "deployment's security group admits them on every SMTP port, and they relay only "
+        "after AUTH (permit_sasl_authenticated). Needs smtpd_sasl_auth_enable = yes.",
+        RELAY)
     mydestination: tables.DomainList = _param(
         _domains(False), "",
         "Domains this host is final destination for; there is no local delivery, so they "

@@ -36,8 +36,13 @@ def mechanisms(config: Config, tls: bool) -> tuple[str, ...]:
 
 
 def check_sasl(config: Config) -> None:
-    """Refuse an AUTH configuration that can never authenticate anyone."""
+    """Refuse an AUTH configuration that can never authenticate anyone, and
+    sesrelay_auth_networks without AUTH (nobody from there could ever relay)."""
     if not config.smtpd_sasl_auth_enable:
+        if config.sesrelay_auth_networks.patterns:
+            raise ConfigError("sesrelay_auth_networks needs smtpd_sasl_auth_enable = yes: "
+                              "its clients may relay only after AUTH, which is off",
+                              config.settings["sesrelay_auth_networks"].where)
         return
     assignment = config.settings.get("smtpd_sasl_auth_enable")
     where = assignment.where if assignment else "default value of smtpd_sasl_auth_enable"

@@ -141,6 +141,16 @@ def test_open_mynetworks_fails_synth(offline: None) -> None:
         cdk_app.create_app(_context_with("dev", {"mynetworks": ["0.0.0.0/0"]}))
 
 
+def test_auth_networks_need_auth_and_may_not_be_the_internet(offline: None) -> None:
+    with pytest.raises(ConfigError, match=r"environments\.prod\.relay "
+                                          r"sesrelay_auth_networks: .*needs "
+                                          r"smtpd_sasl_auth_enable = yes"):
+        cdk_app.create_app(_context_with("prod", {"sesrelay_auth_networks": ["10.9.0.0/16"]}))
+    with pytest.raises(SettingsError, match=r"dev\.relay\.sesrelay_auth_networks: 0\.0\.0\.0/0 "
+                                            "would admit the whole Internet"):
+        cdk_app.create_app(_context_with("dev", {"sesrelay_auth_networks": ["0.0.0.0/0"]}))
+
+
 def test_parameters_the_deployment_sets_are_refused(offline: None) -> None:
     with pytest.raises(SettingsError, match="sesrelay_spool_bucket cannot be set here"):
         cdk_app.create_app(_context_with("dev", {"sesrelay_spool_bucket": "my-bucket"}))

@@ -58,7 +58,7 @@ def test_nlb_is_internal_and_admits_smtp_only_from_mynetworks(
         ports = deployment.settings.smtp_ports
         for port in ports:
             assert sorted(r["CidrIp"] for r in ingress if r["FromPort"] == port) == sorted(
-                deployment.settings.client_networks)
+                deployment.settings.client_networks + deployment.settings.auth_networks)
         assert {(r["FromPort"], r["ToPort"], r["IpProtocol"]) for r in ingress} == {
             (port, port, "tcp") for port in ports}
         _template(deployment).has_resource_properties("AWS::ElasticLoadBalancingV2::Listener", {

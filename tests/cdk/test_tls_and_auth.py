@@ -200,3 +200,28 @@ def test_plain_smtp_deployment_has_no_secrets(prod: Deployment) -> None:
     assert ENV_TLS_SECRET not in environment
     assert not {env_name(n) for n in ("smtpd_tls_cert_file", "smtpd_tls_key_file",
                                       "sesrelay_sasl_users")} & set(environment)
+
+
+def _ingress_by_port(deployment: Deployment) -> tuple[str, dict[int, list[str]]]:
+    """The NLB security group's description and the CIDRs it admits on each port."""
+    [sg_ref] = deployment.one("AWS::ElasticLoadBalancingV2::LoadBalancer")["SecurityGroups"]
+    group = deployment.template["Resources"][sg_ref["Fn::GetAtt"][0]]["Properties"]
+    ports: dict[int, list[str]] = {}
+    for rule in group["SecurityGroupIngress"]:
+        assert (rule["IpProtocol"], rule["ToPort"]) == ("tcp", rule["FromPort"])
+        ports.setdefault(rule["FromPort"], []).append(rule["CidrIp"])
+    return group["GroupDescription"], {port: sorted(cidrs) for port, cidrs in ports.items()}
+
+
+def test_auth_networks_reach_every_smtp_port_beside_mynetworks(dev: Deployment,
+                                                                prod: Deployment) -> None:
+    # cdk.json's dev: mynetworks 10.80.0.0/16, sesrelay_auth_networks 10.99.0.0/16 (whose
+    # clients relay only after AUTH: tests/relay/test_sasl.py).
+    description, ports = _ingress_by_port(dev)
+    assert ports == {port: ["10.80.0.0/16", "10.99.0.0/16"] for port in (25, 587, 465)}
+    assert description == "sesrelay dev NLB: SMTP from mynetworks and sesrelay_auth_networks only"
+    # Without sesrelay_auth_networks, mynetworks only, and the description (which cannot
+    # change without replacing the group) as before.
+    description, ports = _ingress_by_port(prod)
+    assert ports == {25: ["10.0.0.0/8", "10.81.0.0/16"]}
+    assert description == "sesrelay prod NLB: SMTP from mynetworks only"

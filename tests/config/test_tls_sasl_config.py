@@ -102,6 +102,20 @@ def test_sasl_needs_a_user_table_and_a_session_that_can_offer_it(tmp_path: Path,
     assert mechanisms(allowed, tls=False) == ("PLAIN", "LOGIN")
 
 
+
+def test_auth_networks_without_auth_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    # Clients there are outside mynetworks and may relay only after AUTH: with AUTH off,
+    # admitting them could never let anyone relay.
+    assert error(tmp_path, "mynetworks = 10.1.0.0/16\nsesrelay_auth_networks = 10.2.0.0/16\n"
+                 ) == (f"{tmp_path}/main.cf:2: sesrelay_auth_networks needs "
+                       "smtpd_sasl_auth_enable = yes: its clients may relay only after AUTH, "
+                       "which is off")
+    with_auth = load(tmp_path, "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n"
+                               "sesrelay_sasl_users = /etc/users.json\n"
+                               "sesrelay_auth_networks = 10.2.0.0/16\n")
+    assert with_auth.sesrelay_auth_networks.networks == ["10.2.0.0/16"]
+    assert "10.2.3.4" not in with_auth.mynetworks
+
 def test_mechanisms_follow_postfix_security_options(tmp_path: Path, certificate) -> None:
     base = ("smtpd_sasl_auth_enable = yes\nsesrelay_sasl_users = /etc/users.json\n"
             "smtpd_tls_security_level = may\n"

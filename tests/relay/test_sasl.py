@@ -237,6 +237,32 @@ def test_policy_matrix(start_relay, chain: Chain, users: Path, level: str) -> No
     }
 
 
+
+def test_a_client_in_auth_networks_relays_only_after_auth(
+        start_relay, spool_account: SpoolAccount, chain: Chain, users: Path) -> None:
+    """sesrelay_auth_networks admits clients at the load balancer, not to relaying: from
+    there (as the NLB's PROXY header says) a client relays after AUTH and gets Relay
+    access denied without it."""
+    relay = start_relay(**auth_settings(
+        chain, users, smtpd_upstream_proxy_protocol="haproxy",
+        sesrelay_proxy_networks="127.0.0.0/8", sesrelay_auth_networks="172.20.0.0/16"))
+    # 172.20.1.2 is outside mynetworks (10.0.0.0/8), inside sesrelay_auth_networks.
+    header = proxy_v2_header("172.20.1.2", "10.0.0.5")
+    commands = (b"MAIL FROM:<app@example.com>", b"RCPT TO:<x@example.org>", b"DATA",
+                MESSAGE + b".", b"QUIT")
+    replies = authenticated_session(relay, chain, *commands, header=header)
+    assert replies[0] == b"235 2.7.0 Authentication successful\r\n"
+    assert replies[2].startswith(b"250 2.1.5") and replies[4].startswith(b"250 2.0.0 Ok")
+    [spooled] = spool_account.queued()
+    assert (spooled.envelope.client_address, spooled.envelope.sasl_username) == (
+        "172.20.1.2", "alice")
+    with socket.create_connection((relay.host, relay.port), timeout=10) as sock:
+        sock.sendall(header)
+        secure, _ = starttls(sock, client_context(chain.ca_file))
+        stream = secure.makefile("rb")
+        assert converse(secure, stream, b"EHLO app.example.org", *commands[:2])[1:] == [
+            b"250 2.1.0 Ok\r\n", b"554 5.7.1 <x@example.org>: Relay access denied\r\n"]
+
 def test_the_user_table_in_secrets_manager_is_reread(start_relay, chain: Chain,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """`sesrelay users add` writes the secret; the relay reads it at start and again once
