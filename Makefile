@@ -34,4 +34,4 @@ lint: $(STAMP)
 # Three pytest processes, each taking whole test files: most tests wait on sockets and on
 # the AWS emulation, so three keep two CPUs busy (tests/conftest.py starts the soak first).
 test: $(STAMP) system-packages lint
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 3 --dist loadfile

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,16 +78,6 @@ def leftover_processes() -> list[tuple[int, str]]:
         if int(fields[1]) == me and fields[0] != "Z" and JSII_RUNTIME not in command:
             found.append((int(stat.parent.name), command.strip()))
     return found
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For `make test`'s parallel run (pytest-xdist, --dist loadfile: a module's tests
-    share a worker, and so its module-scoped fixtures; --no-loadscope-reorder keeps this
-    order): the soaks, the longest tests, start first, so that the rest runs beside
-    them; then the modules with the most tests, as xdist's own reordering would."""
-    per_module = Counter(item.nodeid.split("::")[0] for item in items)
-    items.sort(key=lambda item: (item.get_closest_marker("soak") is None,
-                                 -per_module[item.nodeid.split("::")[0]]))
 
 
 @dataclass
