@@ -6,14 +6,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import smtplib
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope, Session
 
 from tests.support import free_port, wait_for_port
 
@@ -128,3 +132,106 @@ alias_database =
             process.kill()
             process.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Delivered:
+    """What one party would deliver: replies to RCPT and DATA, envelope, message."""
+
+    rcpt_replies: list[int] = field(default_factory=list)
+    data_reply: int = 0
+    mail_from: str = ""
+    rcpt_to: list[str] = field(default_factory=list)
+    message: bytes = b""
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header name, unfolded."""
+        parsed = message_from_bytes(self.message)
+        return [" ".join(str(v).split()) for v in parsed.get_all(name, [])]
+
+
+class Sink:
+    """aiosmtpd handler: every transaction Postfix relays, by Subject."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, Delivered] = {}
+
+    async def handle_DATA(self, server: object, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        subject = message_from_bytes(content)["Subject"]
+        got = self.received.setdefault(subject, Delivered())
+        got.mail_from = envelope.mail_from or ""
+        got.rcpt_to.extend(envelope.rcpt_tos)
+        got.message = content
+        return "250 2.0.0 Ok"
+
+
+def send(port: int, sender: str, recipients: list[str], message: bytes) -> Delivered:
+    """One SMTP transaction; the replies to RCPT and DATA."""
+    got = Delivered()
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        client.mail(sender)
+        for recipient in recipients:
+            got.rcpt_replies.append(client.rcpt(recipient)[0])
+        if 250 in got.rcpt_replies:
+            got.data_reply = client.data(message)[0]
+    return got
+
+
+def write_tables(directory: Path, tables: dict[str, str]) -> Path:
+    """Write each table (name: text, lines stripped) into directory, readable by
+    Postfix's daemons (they run as the postfix user); directory itself."""
+    directory.chmod(0o755)
+    for name, text in tables.items():
+        (directory / name).write_text(
+            "\n".join(line.strip() for line in text.splitlines()) + "\n")
+    return directory
+
+
+@dataclass
+class RelayingPostfix:
+    """A running private Postfix that relays everything to a Python sink, and the
+    main.cf lines it was given (the parameters a case shares with sesrelay)."""
+
+    postfix: PrivatePostfix
+    sink: Sink
+    main_cf: str
+
+    def relay(self, subject: str, sender: str, recipients: list[str],
+              message: bytes) -> Delivered:
+        """Send through Postfix; wait for the sink to get what Postfix delivers."""
+        got = send(self.postfix.port, sender, recipients, message)
+        if got.data_reply == 250:
+            deadline = time.monotonic() + 30
+            while subject not in self.sink.received:
+                assert time.monotonic() < deadline, self.postfix.log.read_text()[-3000:]
+                time.sleep(0.1)
+            time.sleep(0.3)  # Postfix may split a message's recipients over deliveries
+            delivered = self.sink.received[subject]
+            got.mail_from, got.rcpt_to, got.message = (
+                delivered.mail_from, delivered.rcpt_to, delivered.message)
+        return got
+
+
+@contextlib.contextmanager
+def relaying_postfix(main_cf: str) -> Iterator[RelayingPostfix]:
+    """A private Postfix with main_cf, relaying to a sink on loopback. Its own lines, which
+    main_cf may override, make the loopback client remote (local_header_rewrite_clients
+    empty), as every sesrelay client is behind the NLB, and give it no local domain."""
+    sink = Sink()
+    sink_port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
+    controller.start()
+    try:
+        with private_postfix(f"""\
+compatibility_level = 3.6
+myhostname = oracle.example.net
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{sink_port}
+local_header_rewrite_clients =
+""" + main_cf) as postfix:
+            yield RelayingPostfix(postfix, sink, main_cf)
+    finally:
+        controller.stop()

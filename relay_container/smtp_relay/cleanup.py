@@ -4,8 +4,10 @@ Each envelope address goes through Postfix's steps, in Postfix's order (cleanup_
 cleanup_map11.c, cleanup_map1n.c, cleanup_masq.c; ADDRESS_REWRITING_README):
 
 1. trivial-rewrite's "local" context, which Postfix applies to every envelope address:
-   ``@$myorigin`` after a bare user name (append_at_myorigin), ``.$mydomain`` after a
-   domain without a dot (append_dot_mydomain).
+   in an address without @, ``site!user`` to ``user@site`` (swap_bangpath) or
+   ``user%domain`` to ``user@domain`` (allow_percent_hack); ``@$myorigin`` after a bare
+   user name (append_at_myorigin), ``.$mydomain`` after a domain without a dot
+   (append_dot_mydomain).
 2. The sender: sender_canonical_maps, canonical_maps, masquerade_domains; a recipient:
    recipient_canonical_maps, canonical_maps, masquerade_domains, each only for the
    address classes its ``*_classes`` parameter names. A canonical lookup is repeated on
@@ -97,6 +99,21 @@ def split_extension(local: str, delimiters: str) -> tuple[str, str]:
     return local[:cut], local[cut:]
 
 
+def unroute(config: Config, address: str) -> str:
+    """trivial-rewrite's first steps (rewrite.c), for an address without @: site!user
+    becomes user@site (swap_bangpath), else user%domain becomes user@domain at the last %
+    (allow_percent_hack). Any other address is returned as it is."""
+    if "@" in address:
+        return address
+    site, bang, user = address.partition("!")
+    if bang and site and user and config.swap_bangpath:
+        return f"{user}@{site}"
+    user, percent, domain = address.rpartition("%")
+    if percent and user and domain and config.allow_percent_hack:
+        return f"{user}@{domain}"
+    return address
+
+
 class Cleanup:
     """The rewriting configured in one Config."""
 
@@ -107,10 +124,13 @@ class Cleanup:
     # --- trivial-rewrite ---------------------------------------------------------------
 
     def qualify(self, address: str) -> str:
-        """trivial-rewrite's local context: @$myorigin, then .$mydomain if configured."""
+        """trivial-rewrite's local context (rewrite.c): in an address without @, site!user
+        becomes user@site (swap_bangpath), else user%domain becomes user@domain at the
+        last % (allow_percent_hack); then @$myorigin, and .$mydomain if configured."""
         config = self.config
         if not address:
             return address
+        address = unroute(config, address)
         if "@" not in address and config.append_at_myorigin and config.myorigin:
             address = f"{address}@{config.myorigin}"
         local, at, domain = address.rpartition("@")

@@ -66,6 +66,15 @@ def apply_header_checks(table: RegexpTable, lines: list[bytes], soft_bounce: boo
     return result
 
 
+def drop_headers(headers: list[bytes], names: tuple[str, ...]) -> list[bytes]:
+    """The logical headers without those named in message_drop_headers (lowercase names),
+    removed as Postfix's cleanup removes them: after header_checks, whatever their case."""
+    if not names:
+        return headers
+    return [h for h in headers
+            if h.split(b":", 1)[0].strip().decode("latin-1").lower() not in names]
+
+
 def _address_literal(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address)

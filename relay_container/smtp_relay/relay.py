@@ -32,6 +32,7 @@ from smtp_relay.cleanup import (
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import (
     apply_header_checks,
+    drop_headers,
     protocol_name,
     received_count,
     received_header,
@@ -96,7 +97,7 @@ class Transaction:
         checked = apply_header_checks(self.config.header_checks, header_lines,
                                       self.config.soft_bounce, self.queue_id)
         self.reject, self.discard = checked.reject, checked.discard
-        headers = checked.headers
+        headers = drop_headers(checked.headers, self.config.message_drop_headers)
         if self.reject is None and self.discard is None and self.from_rewrite:
             headers = self._rewrite_from(headers)
         if self.reject is None and self.discard is None:

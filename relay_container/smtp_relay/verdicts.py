@@ -10,16 +10,29 @@ from __future__ import annotations
 from sesrelay.config import Config
 from sesrelay.spool import MAX_ADDRESS_LENGTH
 from smtp_relay import replies
-from smtp_relay.cleanup import Cleanup
+from smtp_relay.cleanup import Cleanup, unroute
 from smtp_relay.policy import Recipient, check_recipient, check_sender, parse_recipient
 
 
 def mail_from_address(config: Config, address: str) -> str:
-    """The sender as the relay keeps it: a bare name gets @myorigin; "<>" (the null
-    sender) stays as it is."""
+    """The sender as the relay keeps it: site!user and user%domain without @ become
+    user@domain (cleanup.unroute), a bare name gets @myorigin; "<>" (the null sender)
+    stays as it is."""
     if address != "<>" and "@" not in address:
-        return f"{address}@{config.myorigin}"
+        address = unroute(config, address)
+        if "@" not in address:
+            return f"{address}@{config.myorigin}"
     return address
+
+
+def recipient_address(config: Config, written: str) -> Recipient:
+    """The recipient as the relay keeps it. One written site!user or user%domain (no @)
+    goes to user@domain (cleanup.unroute), as in Postfix, and counts as sender-routed
+    for the relay rule: never an authorized destination for an untrusted client."""
+    unrouted = unroute(config, written)
+    if unrouted == written:
+        return parse_recipient(written, config.myorigin)
+    return Recipient(written, unrouted, source_routed=True)
 
 
 def sender_reply(config: Config, cleanup: Cleanup, mail_from: str) -> str | None:
@@ -34,7 +47,7 @@ def recipient_reply(config: Config, cleanup: Cleanup, client_address: str, addre
     """The RCPT TO verdict for address (already through the address parser) from a
     client, after MAIL FROM mail_from: the recipient, and None or the reply that rejects.
     With smtpd_delay_reject = yes the sender's verdict comes first, as in Postfix."""
-    recipient = parse_recipient(address, config.myorigin)
+    recipient = recipient_address(config, address)
     if (not recipient.domain or not recipient.local_part
             or len(recipient.address) > MAX_ADDRESS_LENGTH):
         return recipient, replies.BAD_ADDRESS

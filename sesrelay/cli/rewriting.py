@@ -14,8 +14,12 @@ from sesrelay.config.tables import AddressMaps, DomainList, NetworkList
 from smtp_relay import replies
 from smtp_relay.addresses import parse_path
 from smtp_relay.cleanup import ALIAS_EXPANSION_ERROR, UNKNOWN_ALIAS, Cleanup, ExpansionError
-from smtp_relay.policy import parse_recipient
-from smtp_relay.verdicts import mail_from_address, recipient_reply, sender_reply
+from smtp_relay.verdicts import (
+    mail_from_address,
+    recipient_address,
+    recipient_reply,
+    sender_reply,
+)
 
 # The rewriting parameters, in the order cleanup applies them (cleanup.py).
 TABLE_PARAMETERS = (
@@ -86,7 +90,7 @@ def address_lines(config: Config, written: str) -> list[str]:
     sender = mail_from_address(config, address)
     lines = [f"address <{written}>",
              f"as a sender: <{sender}> {_becomes(sender, [cleanup.sender(sender)])}"]
-    recipient = parse_recipient(address, config.myorigin)
+    recipient = recipient_address(config, address)
     try:
         rewritten = cleanup.envelope("", [recipient.address])
     except ExpansionError as exc:

@@ -128,12 +128,10 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"allow_min_user",
      "what it guards against (an address taken for a command-line option by a local "
      "delivery program) cannot happen: addresses go only to SES's API"),
-    (r"allow_percent_hack|swap_bangpath|resolve_dequoted_address|resolve_null_domain|"
-     r"resolve_numeric_domain",
+    (r"resolve_dequoted_address|resolve_null_domain|resolve_numeric_domain",
      "Postfix's address resolver (trivial-rewrite) routes mail; sesrelay routes nothing "
-     "itself (every recipient goes to SES, which refuses malformed domains) and never "
-     "rewrites user%domain or site!user; % and ! in a local part count as sender-specified "
-     "routing for the relay rule"),
+     "itself (every recipient goes to SES, which refuses malformed domains); % and ! in a "
+     "local part before @ count as sender-specified routing for the relay rule"),
     (r"cleanup_replace_stray_cr_lf",
      "it prevents outbound SMTP smuggling by Postfix's SMTP client; sesrelay has none "
      "(SES's API delivers), a bare <LF> in DATA is taken as <CR><LF> "

@@ -99,6 +99,10 @@ class Config:
         tables.parse_regexp_tables, "",
         "regexp:/pcre: tables applied to each message header at receipt: REJECT, "
         "DISCARD, IGNORE, STRIP, WARN, INFO, PREPEND, REPLACE, DUNNO, OK.", RELAY)
+    message_drop_headers: tuple[str, ...] = _param(
+        values.parse_header_names, "bcc, content-length, resent-bcc, return-path",
+        "Header names removed at receipt, after header_checks (case-insensitive). Bcc: "
+        "and Resent-Bcc: are removed before SES even when not listed.", RELAY)
     smtp_header_checks: tables.RegexpTable = _param(
         tables.header_checks_parser("smtp_header_checks", tables.SMTP_HEADER_ACTIONS), "",
         "regexp:/pcre: tables applied by the worker to each message header just before "
@@ -121,6 +125,12 @@ class Config:
     append_dot_mydomain: bool = _param(values.parse_bool, "no",
                                        "Append .$mydomain to envelope domains without a dot.",
                                        REWRITE)
+    swap_bangpath: bool = _param(values.parse_bool, "yes",
+                                 "Rewrite an envelope address site!user without @ to "
+                                 "user@site (before @$myorigin is appended).", REWRITE)
+    allow_percent_hack: bool = _param(values.parse_bool, "yes",
+                                      "Rewrite an envelope address user%domain without @ to "
+                                      "user@domain (the last %).", REWRITE)
     proxy_interfaces: tuple[str, ...] = _param(
         values.parse_words, "",
         "Addresses the relay is reached at through a proxy: user@[address] there is local "

@@ -205,6 +205,15 @@ def parse_words(value: str, where: str) -> tuple[str, ...]:
     return tuple(split_list(value))
 
 
+def parse_header_names(value: str, where: str) -> tuple[str, ...]:
+    """A list of header names, lowercased: Postfix matches them case-insensitively."""
+    names = tuple(name.lower() for name in split_list(value))
+    for name in names:
+        if not name.isprintable() or ":" in name or " " in name:
+            raise ConfigError(f"{name!r} is not a header name", where)
+    return names
+
+
 def parse_local_header_rewrite_clients(value: str, where: str) -> tuple[str, ...]:
     """local_header_rewrite_clients: only permit_inet_interfaces (Postfix's default) or
     nothing. Every sesrelay client reaches it from another host (through the NLB), so

@@ -121,3 +121,32 @@ def test_header_checks_apply_before_the_x_ses_headers_are_read(
     assert send_ses_headers(relay, "X-SES-CONFIGURATION-SET: marketing\r\n")[0] == 250
     [spooled] = spool_account.queued()
     assert b"X-SES-CONFIGURATION-SET" not in spooled.raw
+
+
+def drop_test_message() -> bytes:
+    return (b"Return-Path: <other@example.org>\r\nFrom: app@legacy.example\r\n"
+            b"Bcc: hidden@example.org\r\ncontent-LENGTH: 12\r\n"
+            b"x-Internal-TRACE: host=a\r\n continued\r\nSubject: hello\r\n\r\nBody.\r\n")
+
+
+def spooled_header_names(relay, spool_account: SpoolAccount) -> list[bytes]:  # type: ignore[no-untyped-def]
+    with smtplib.SMTP(relay.host, relay.port, timeout=10) as client:
+        client.sendmail("app@legacy.example", ["someone@example.org"], drop_test_message())
+    [message] = spool_account.queued()
+    head = message.raw.split(b"\r\n\r\n", 1)[0]
+    return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")
+            if line[:1] not in (b" ", b"\t")]
+
+
+def test_message_drop_headers_default_removes_what_postfix_removes(
+        start_relay, spool_account: SpoolAccount) -> None:
+    names = spooled_header_names(start_relay(), spool_account)
+    assert names == [b"received", b"from", b"x-internal-trace", b"subject"]
+
+
+def test_message_drop_headers_names_any_header_in_any_case(
+        start_relay, spool_account: SpoolAccount) -> None:
+    # Bcc: is not listed, so it is spooled (the worker still removes it before SES).
+    relay = start_relay(message_drop_headers="X-Internal-Trace Return-Path")
+    names = spooled_header_names(relay, spool_account)
+    assert names == [b"received", b"from", b"bcc", b"content-length", b"subject"]

@@ -106,6 +106,8 @@ def test_untrusted_client_relays_only_to_relay_domains(start_relay) -> None:
     "user@example.com.elsewhere.org",          # relay domain as a prefix
     "user@notexample.com",                     # relay domain as a suffix without dot
     "user@[192.0.2.1]",                        # address literal
+    "example.com!user",                        # bang path without @ (user@example.com)
+    "user%example.com",                        # percent hack without @
 ])
 def test_open_relay_tricks_are_refused(start_relay, address: str) -> None:
     relay = start_relay(**UNTRUSTED)
@@ -125,6 +127,26 @@ def test_a_trailing_dot_after_the_domain_is_dropped_as_postfix_does(
     [spooled] = spool_account.queued()
     assert spooled.envelope.mail_from == "app@example.com"
     assert spooled.envelope.rcpt_to == ("user@example.com",)
+
+
+def test_bang_path_and_percent_hack_are_rewritten_as_postfix_does(
+        start_relay, spool_account) -> None:
+    # trivial-rewrite: an address without @ written site!user or user%domain is
+    # user@domain (swap_bangpath, allow_percent_hack); a trusted client may relay there.
+    relay = start_relay(mynetworks="127.0.0.0/8")
+    with smtp(relay) as client:
+        client.sendmail("a.example!app", ["b.example!c.example!u", "v%w%x.example"], MESSAGE)
+    [spooled] = spool_account.queued()
+    assert spooled.envelope.mail_from == "app@a.example"
+    assert spooled.envelope.rcpt_to == ("c.example!u@b.example", "v%w@x.example")
+
+    relay = start_relay(mynetworks="127.0.0.0/8", swap_bangpath="no",
+                        allow_percent_hack="no", myorigin="example.net")
+    with smtp(relay) as client:
+        client.sendmail("a.example!app", ["v%x.example"], MESSAGE)
+    [spooled] = [m for m in spool_account.queued() if m.envelope.mail_from != "app@a.example"]
+    assert spooled.envelope.mail_from == "a.example!app@example.net"
+    assert spooled.envelope.rcpt_to == ("v%x.example@example.net",)
 
 
 def test_defer_unauth_destination_and_custom_reject_code(start_relay) -> None:
