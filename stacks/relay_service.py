@@ -53,6 +53,15 @@ STOP_TIMEOUT = cdk.Duration.seconds(timeouts.STOP_TIMEOUT)
 DEREGISTRATION_DELAY = cdk.Duration.seconds(60)
 CPU_TARGET_PERCENT = 60
 HEALTH_CHECK_COMMAND = ["CMD", "sesrelay", "healthcheck"]
+# How long ECS ignores failing load-balancer and container health checks of a new task.
+# A cold start pulls the whole image (Fargate keeps no image cache: the arm64 Python base
+# and the relay's virtualenv, 30-90 s from ECR), starts Python (seconds on a quarter
+# vCPU), then waits for the NLB: a new target can take from half a minute to a few
+# minutes to register before its checks count, and two passing checks 10 s apart make
+# it healthy. 60 s let ECS stop tasks that were still starting; five minutes cover the
+# slow end with margin. The cost: a task that never becomes healthy is replaced that much
+# later (the deployment circuit breaker still rolls a broken revision back).
+HEALTH_CHECK_GRACE = cdk.Duration.minutes(5)
 FARGATE_CPU_UNITS_PER_VCPU = 1024
 
 
@@ -200,7 +209,7 @@ class RelayService(Construct):
             vpc_subnets=network.subnets, security_groups=[self.task_security_group],
             assign_public_ip=False,
             availability_zone_rebalancing=ecs.AvailabilityZoneRebalancing.ENABLED,
-            health_check_grace_period=cdk.Duration.seconds(60),
+            health_check_grace_period=HEALTH_CHECK_GRACE,
         )
         self.service.attach_to_network_target_group(self.target_group)
         self.listeners.register(self.service, container.container_name)
