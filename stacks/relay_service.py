@@ -78,6 +78,37 @@ def _peer(cidr: str) -> ec2.IPeer:
     return ec2.Peer.ipv4(cidr) if network.version == 4 else ec2.Peer.ipv6(cidr)
 
 
+def access_log_reason(settings: EnvironmentSettings) -> str:
+    """Why the NLB writes no access logs, and what protects the SMTP traffic it passes:
+    TLS in the relay where this environment asks for it, otherwise nothing but the
+    network (said plainly, so that an auditor reads it)."""
+    config = settings.config
+    if not settings.tls_enabled:
+        protection = (
+            "this environment's relay speaks plain SMTP (smtpd_tls_security_level = none, "
+            "no port 465): mail and its addresses cross the VPC unencrypted, protected "
+            "only by the internal load balancer's security group, which admits the SMTP "
+            "ports from mynetworks and sesrelay_auth_networks alone; set "
+            "smtpd_tls_security_level to encrypt it.")
+    else:
+        offered = []
+        if config.tls_level != "none":
+            ports = " and ".join(str(p) for p in settings.smtp_ports if p != SMTPS_PORT)
+            required = "required" if config.tls_level == "encrypt" else "optional"
+            plural = "s" if " and " in ports else ""
+            offered.append(f"STARTTLS on port{plural} {ports} ({required}: "
+                           f"smtpd_tls_security_level = {config.tls_level})")
+        if SMTPS_PORT in settings.smtp_ports:
+            offered.append(f"implicit TLS on port {SMTPS_PORT}")
+        protection = (f"TLS ends in the relay, which offers {' and '.join(offered)}: "
+                      "a session is encrypted from client to relay once its handshake is "
+                      "done (what comes before, such as EHLO, is clear text).")
+    return ("NLB access logs are written only for TLS listeners; these listeners pass TCP "
+            "through with PROXY v2 and " + protection + " Each session is logged by the "
+            "relay with the client address from the PROXY v2 header, and rejected flows "
+            "are in the VPC flow logs.")
+
+
 class RelayService(Construct):
     """NLB, target group, ECS cluster and the autoscaled Fargate relay service."""
 
@@ -119,11 +150,7 @@ class RelayService(Construct):
             enforce_security_group_inbound_rules_on_private_link_traffic=(
                 False if settings.endpoint_service else None),
         )
-        acknowledge(self.load_balancer, "AwsSolutions-ELB2",
-                    "NLB access logs are written only for TLS listeners; this listener is "
-                    "plain TCP (SMTP with STARTTLS end to end). Each session is logged by "
-                    "the relay with the client address from the PROXY v2 header, and "
-                    "rejected flows are in the VPC flow logs.")
+        acknowledge(self.load_balancer, "AwsSolutions-ELB2", access_log_reason(settings))
         # Port 25's target group: also the one the dashboard and the scaling policy watch.
         self.target_group = target_group(self, "Targets", vpc, CONTAINER_PORT,
                                          DEREGISTRATION_DELAY)
