@@ -44,6 +44,7 @@ from typing import Any
 
 from aws_cdk import aws_logs as logs
 
+from sesrelay import ses_identities
 from sesrelay.certificates import self_signed
 from sesrelay.config import Config, config_from_mapping
 from sesrelay.config.tls import tls_wanted
@@ -396,7 +397,33 @@ def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentSettin
     )
     _check_networks(settings, relay_reader.where)
     _check_worker_timeout(settings, env.where)
+    _check_bounce_sender(settings, relay_reader.where)
     return settings
+
+
+def _check_bounce_sender(settings: EnvironmentSettings, where: str) -> None:
+    """Delivery status notifications are sent from ses_bounce_sender, so SES must accept
+    that address: a verified identity has to cover it (as sesrelay.ses_identities
+    matches them), or every bounce would fail and wait out maximal_queue_lifetime.
+
+    With ses_identity_arn (sending authorization) every send names that identity, so it
+    alone must cover the address. Without any identity the worker refuses to synthesize
+    with its own message (stacks/worker.py)."""
+    config = settings.config
+    if config.ses_identity_arn:
+        identities: tuple[str, ...] = (config.ses_identity_arn.rpartition("identity/")[2],)
+        named = f"the identity of ses_identity_arn ({config.ses_identity_arn})"
+    else:
+        identities = config.ses_identities
+        named = f"ses_identities ({', '.join(identities)})"
+    if identities and not ses_identities.covers(identities, config.ses_bounce_sender):
+        raise SettingsError(
+            f"{where}.ses_bounce_sender: {config.ses_bounce_sender} is not covered by "
+            f"{named} of environment {settings.name!r}: SES would refuse every bounce "
+            "(and the worker's role may not send as it). Set ses_bounce_sender to an "
+            "address of a verified domain or address listed there (for example "
+            "MAILER-DAEMON@<domain>), or verify its domain in SES and add it to "
+            "ses_identities")
 
 
 def _check_worker_timeout(settings: EnvironmentSettings, where: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -13,7 +15,7 @@ from constructs import Construct
 
 from sesrelay import telemetry
 from stacks.environment import EnvironmentSettings, SettingsError
-from stacks.relay_service import RelayService
+from stacks.relay_service import HEALTH_CHECK_GRACE, RelayService
 from stacks.ses_events import SesEvents
 from stacks.spool import Spool
 from stacks.worker import Worker
@@ -25,12 +27,14 @@ SES_COMPLAINT_RATE = 0.001
 # One failing invocation can be a fluke; errors in three 5-minute periods in a row are
 # a worker that keeps failing (its records would otherwise take days to reach the DLQ).
 WORKER_ERROR_PERIODS = 3
-# A message's first three receives span minimal_backoff_time * (1 + 2) of planned
-# backoff; SQS stops counting a message's age after its third receive. A message older
-# than this that has not been received three times means the worker is not draining.
+# A message older than this means the queue is not draining: a message waiting for its
+# first receives, or one deferred again and again (four backoffs at least).
 MIN_OLDEST_MESSAGE_AGE = 3600
-# Tasks missing for five minutes in a row (longer than a deployment's replacement).
-UNHEALTHY_MINUTES = 5
+# CloudWatch evaluates an alarm over at most a day (period times evaluation periods).
+MAX_ALARM_SPAN = 86400
+# A new task (scale-out, replacement) may fail its health checks for the grace period;
+# tasks missing two minutes beyond it are missing for real.
+UNHEALTHY_MINUTES = math.ceil(HEALTH_CHECK_GRACE.to_seconds() / 60) + 2
 # The service pinned at max_tasks for fifteen minutes needs a higher maximum.
 AT_MAXIMUM_MINUTES = 15
 # A message still deferred a day after it arrived (or half its queue lifetime, if that is
@@ -46,6 +50,16 @@ _REASONS_QUERY = ("fields maillog | filter maillog like /status={status} / "
 def oldest_message_threshold(settings: EnvironmentSettings) -> int:
     """Seconds of ApproximateAgeOfOldestMessage that raise the alarm."""
     return max(MIN_OLDEST_MESSAGE_AGE, 4 * settings.config.minimal_backoff_time)
+
+
+def oldest_message_period(settings: EnvironmentSettings) -> int:
+    """Seconds per evaluation of the oldest-message alarm: whole minutes, at least five,
+    and a minute longer than maximal_backoff_time (the longest a deferred message waits
+    between receives, sending paused included; the minute is for the receive and the
+    send attempt), so that each period holds a DeferredMessageAge report of every
+    message still deferred and the alarm does not drop to OK between two retries."""
+    minutes = math.ceil(settings.config.maximal_backoff_time / 60) + 1
+    return min(MAX_ALARM_SPAN, 60 * max(5, minutes))
 
 
 def unfinished_age_threshold(settings: EnvironmentSettings) -> int:
@@ -136,9 +150,21 @@ class Monitoring(Construct):
             cw.Alarm(
                 self, "OldestMessageTooOld", alarm_name=f"{name}-oldest-message-too-old",
                 alarm_description="The queue is not draining: the worker is failing, "
-                                  "throttled, or paused.",
-                metric=spool.queue.metric_approximate_age_of_oldest_message(
-                    statistic="Maximum", period=cdk.Duration.minutes(5)),
+                                  "throttled, or paused, or SES keeps deferring messages.",
+                # SQS leaves a message received three times or more out of
+                # ApproximateAgeOfOldestMessage (its poison-pill rule), which is every
+                # deferred message: their age since arrival comes from the worker, which
+                # reports it (DeferredMessageAge, from the envelope) at each deferral.
+                metric=cw.MathExpression(
+                    expression="MAX([waiting, FILL(deferred, 0)])",
+                    using_metrics={
+                        "waiting": spool.queue.metric_approximate_age_of_oldest_message(
+                            statistic="Maximum"),
+                        "deferred": self._emf(telemetry.SERVICE_WORKER,
+                                              telemetry.DEFERRED_AGE).with_(
+                            statistic="Maximum")},
+                    label="Age of the oldest message (s)",
+                    period=cdk.Duration.seconds(oldest_message_period(settings))),
                 threshold=oldest_message_threshold(settings), evaluation_periods=1,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=missing_ok),
@@ -153,7 +179,11 @@ class Monitoring(Construct):
                     label="Desired tasks not healthy", period=cdk.Duration.minutes(1)),
                 threshold=1, evaluation_periods=UNHEALTHY_MINUTES,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cw.TreatMissingData.BREACHING),
+                # No data means Container Insights has not reported the service yet (a
+                # fresh deployment), not that tasks are missing: FILL above already
+                # counts a target group without healthy hosts as zero while the service
+                # wants tasks.
+                treat_missing_data=missing_ok),
             cw.Alarm(
                 self, "WorkerErrors", alarm_name=f"{name}-worker-errors",
                 alarm_description="The worker Lambda keeps failing invocations.",

@@ -53,6 +53,15 @@ STOP_TIMEOUT = cdk.Duration.seconds(timeouts.STOP_TIMEOUT)
 DEREGISTRATION_DELAY = cdk.Duration.seconds(60)
 CPU_TARGET_PERCENT = 60
 HEALTH_CHECK_COMMAND = ["CMD", "sesrelay", "healthcheck"]
+# How long ECS ignores failing load-balancer and container health checks of a new task.
+# A cold start pulls the whole image (Fargate keeps no image cache: the arm64 Python base
+# and the relay's virtualenv, 30-90 s from ECR), starts Python (seconds on a quarter
+# vCPU), then waits for the NLB: a new target can take from half a minute to a few
+# minutes to register before its checks count, and two passing checks 10 s apart make
+# it healthy. 60 s let ECS stop tasks that were still starting; five minutes cover the
+# slow end with margin. The cost: a task that never becomes healthy is replaced that much
+# later (the deployment circuit breaker still rolls a broken revision back).
+HEALTH_CHECK_GRACE = cdk.Duration.minutes(5)
 FARGATE_CPU_UNITS_PER_VCPU = 1024
 
 
@@ -67,6 +76,37 @@ def serve_arguments(cpu_units: int) -> list[str]:
 def _peer(cidr: str) -> ec2.IPeer:
     network = ipaddress.ip_network(cidr)
     return ec2.Peer.ipv4(cidr) if network.version == 4 else ec2.Peer.ipv6(cidr)
+
+
+def access_log_reason(settings: EnvironmentSettings) -> str:
+    """Why the NLB writes no access logs, and what protects the SMTP traffic it passes:
+    TLS in the relay where this environment asks for it, otherwise nothing but the
+    network (said plainly, so that an auditor reads it)."""
+    config = settings.config
+    if not settings.tls_enabled:
+        protection = (
+            "this environment's relay speaks plain SMTP (smtpd_tls_security_level = none, "
+            "no port 465): mail and its addresses cross the VPC unencrypted, protected "
+            "only by the internal load balancer's security group, which admits the SMTP "
+            "ports from mynetworks and sesrelay_auth_networks alone; set "
+            "smtpd_tls_security_level to encrypt it.")
+    else:
+        offered = []
+        if config.tls_level != "none":
+            ports = " and ".join(str(p) for p in settings.smtp_ports if p != SMTPS_PORT)
+            required = "required" if config.tls_level == "encrypt" else "optional"
+            plural = "s" if " and " in ports else ""
+            offered.append(f"STARTTLS on port{plural} {ports} ({required}: "
+                           f"smtpd_tls_security_level = {config.tls_level})")
+        if SMTPS_PORT in settings.smtp_ports:
+            offered.append(f"implicit TLS on port {SMTPS_PORT}")
+        protection = (f"TLS ends in the relay, which offers {' and '.join(offered)}: "
+                      "a session is encrypted from client to relay once its handshake is "
+                      "done (what comes before, such as EHLO, is clear text).")
+    return ("NLB access logs are written only for TLS listeners; these listeners pass TCP "
+            "through with PROXY v2 and " + protection + " Each session is logged by the "
+            "relay with the client address from the PROXY v2 header, and rejected flows "
+            "are in the VPC flow logs.")
 
 
 class RelayService(Construct):
@@ -110,11 +150,7 @@ class RelayService(Construct):
             enforce_security_group_inbound_rules_on_private_link_traffic=(
                 False if settings.endpoint_service else None),
         )
-        acknowledge(self.load_balancer, "AwsSolutions-ELB2",
-                    "NLB access logs are written only for TLS listeners; this listener is "
-                    "plain TCP (SMTP with STARTTLS end to end). Each session is logged by "
-                    "the relay with the client address from the PROXY v2 header, and "
-                    "rejected flows are in the VPC flow logs.")
+        acknowledge(self.load_balancer, "AwsSolutions-ELB2", access_log_reason(settings))
         # Port 25's target group: also the one the dashboard and the scaling policy watch.
         self.target_group = target_group(self, "Targets", vpc, CONTAINER_PORT,
                                          DEREGISTRATION_DELAY)
@@ -200,7 +236,7 @@ class RelayService(Construct):
             vpc_subnets=network.subnets, security_groups=[self.task_security_group],
             assign_public_ip=False,
             availability_zone_rebalancing=ecs.AvailabilityZoneRebalancing.ENABLED,
-            health_check_grace_period=cdk.Duration.seconds(60),
+            health_check_grace_period=HEALTH_CHECK_GRACE,
         )
         self.service.attach_to_network_target_group(self.target_group)
         self.listeners.register(self.service, container.container_name)

@@ -85,6 +85,20 @@ def test_every_acknowledgment_carries_a_reason(deployments: dict[str, Deployment
         assert nag_rules == expected, deployment.name
 
 
+def test_the_access_log_acknowledgment_says_what_protects_the_smtp_traffic(
+        deployments: dict[str, Deployment]) -> None:
+    """The NLB passes TCP through; the reason must not promise TLS the relay does not
+    speak (prod has none) and must name the TLS it does speak."""
+    for name, deployment in deployments.items():
+        [reason] = [reason for where, reason in _acknowledgments(deployment).items()
+                    if where.endswith("AwsSolutions-ELB2")]
+        config = deployment.settings.config
+        assert ("STARTTLS" in reason) == (config.tls_level != "none"), name
+        assert ("implicit TLS on port 465" in reason) == (465 in deployment.settings.smtp_ports)
+        assert ("plain SMTP" in reason and "unencrypted" in reason) == (
+            not deployment.settings.tls_enabled), name
+
+
 def test_cfn_lint_finds_no_errors(deployments: dict[str, Deployment]) -> None:
     for deployment in deployments.values():
         template = (Path(deployment.assembly.directory)

@@ -51,9 +51,18 @@ def test_every_copy_source_is_in_the_build_context() -> None:
         assert not excluded(source), f"COPY {source}: the stack excludes it (IMAGE_EXCLUDE)"
 
 
-def test_every_stage_is_the_base_image() -> None:
+def test_every_stage_is_the_base_image_named_once_by_tag_or_digest() -> None:
+    """Both stages come from the PYTHON_IMAGE build argument, whose default is the base
+    image's tag, optionally pinned to one image by its digest (never a bare digest
+    without the tag a reader can recognise)."""
     stages = [args.split()[0] for name, args in instructions() if name == "FROM"]
-    assert stages == [BASE_IMAGE, BASE_IMAGE]
+    assert stages == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    [default] = [args.split("=", 1)[1] for name, args in instructions()
+                 if name == "ARG" and args.startswith("PYTHON_IMAGE=")]
+    assert re.fullmatch(re.escape(BASE_IMAGE) + r"(@sha256:[0-9a-f]{64})?", default), default
+    # The ARG comes before the first FROM: only there is it visible to FROM lines.
+    names = [name for name, _ in instructions()]
+    assert names.index("ARG") < names.index("FROM")
 
 
 def test_relay_requirements_resolve_to_wheels_for_the_image(tmp_path: Path) -> None:

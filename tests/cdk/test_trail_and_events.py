@@ -221,10 +221,12 @@ def test_without_a_configuration_set_there_is_no_events_pipeline(dev: Deployment
     template.resource_count_is("AWS::SES::ConfigurationSetEventDestination", 0)
     assert list(dev.resources("AWS::KMS::Key")) == [
         dev.logical_id("AWS::KMS::Key", "MonitoringAlarmTopicKey")]
-    # The other function in dev generates its TLS certificate (test_tls_and_auth.py).
+    # The other functions in dev generate its TLS certificate (test_tls_and_auth.py) and
+    # strip the created VPC's default security group (the CDK's restrictDefaultSecurityGroup).
     assert sorted(r["Properties"]["Handler"] for r in
                   dev.resources("AWS::Lambda::Function").values()) == [
-        "ses_worker.handler.handler", "tls_certificate.handler.handler"]
+        "__entrypoint__.handler", "ses_worker.handler.handler",
+        "tls_certificate.handler.handler"]
 
 
 # Outputs for the CLI --------------------------------------------------------------------
