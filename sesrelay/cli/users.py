@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 
 from sesrelay.config import ConfigError, load_config
-from sesrelay.users import UserStore, UserTableError, hash_password, valid_username
+from sesrelay.users import UserStore, UserTable, UserTableError, hash_password, valid_username
 
 
 def _store(args: argparse.Namespace) -> UserStore:
@@ -30,6 +31,26 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
+class _Refused(Exception):
+    """A change the user table does not take; its message is the error."""
+
+
+def _change(verb: str, store: UserStore, change: Callable[[UserTable], str], *,
+            missing_ok: bool = False) -> int:
+    """`users VERB`: load the table, change it (change returns what to print, or raises
+    _Refused) and save it. A refused change or a table error is printed as
+    `sesrelay users VERB: ...` and is status 1, with the table left as it was."""
+    try:
+        table = store.load(missing_ok=missing_ok)
+        done = change(table)
+        store.save(table)
+    except (UserTableError, _Refused) as exc:
+        print(f"sesrelay users {verb}: {exc}", file=sys.stderr)
+        return 1
+    print(done)
+    return 0
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     """Add a user, or give an existing one a new password."""
     if not valid_username(args.name):
@@ -39,33 +60,25 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     password = _password(args)
     if not password:
         raise ConfigError("empty password")
-    try:
-        table = store.load(missing_ok=True)
+
+    def add(table: UserTable) -> str:
         replaced = args.name in table.users
         table.users[args.name] = hash_password(password)
-        store.save(table)
-    except UserTableError as exc:
-        print(f"sesrelay users add: {exc}", file=sys.stderr)
-        return 1
-    print(f"{'changed password of' if replaced else 'added'} {args.name} in {store.location}")
-    return 0
+        return f"{'changed password of' if replaced else 'added'} {args.name} in {store.location}"
+
+    return _change("add", store, add, missing_ok=True)
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
     """Remove a user."""
     store = _store(args)
-    try:
-        table = store.load()
+
+    def remove(table: UserTable) -> str:
         if table.users.pop(args.name, None) is None:
-            print(f"sesrelay users remove: no user {args.name!r} in {store.location}",
-                  file=sys.stderr)
-            return 1
-        store.save(table)
-    except UserTableError as exc:
-        print(f"sesrelay users remove: {exc}", file=sys.stderr)
-        return 1
-    print(f"removed {args.name} from {store.location}")
-    return 0
+            raise _Refused(f"no user {args.name!r} in {store.location}")
+        return f"removed {args.name} from {store.location}"
+
+    return _change("remove", store, remove)
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
