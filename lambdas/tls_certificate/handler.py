@@ -12,45 +12,18 @@ returned. Nothing here logs the key or the event's secret values.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import logging
 import urllib.request
 from typing import Any
 
 import boto3
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from sesrelay.certificates import self_signed_pem
 from sesrelay.tls_secret import fingerprint, secret_value
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
-
-
-def self_signed(names: list[str], days: int) -> tuple[str, str]:
-    """(certificate PEM, PKCS#8 key PEM): a P-256 self-signed certificate for names."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .sign(key, hashes.SHA256()))
-    return (certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()).decode("ascii"))
 
 
 def _names(properties: dict[str, Any]) -> list[str]:
@@ -63,8 +36,9 @@ def _names(properties: dict[str, Any]) -> list[str]:
 
 def _certificate(properties: dict[str, Any]) -> tuple[str, str]:
     """(secret value, fingerprint) of a new certificate for the properties' names."""
-    certificate, key = self_signed(_names(properties), int(properties.get("ValidityDays", 825)))
-    return secret_value(certificate, key), fingerprint(certificate)
+    pem, key = self_signed_pem(_names(properties), int(properties.get("ValidityDays", 825)))
+    certificate = pem.decode("ascii")
+    return secret_value(certificate, key.decode("ascii")), fingerprint(certificate)
 
 
 def handle(event: dict[str, Any], client: Any) -> tuple[str, dict[str, str]]:

@@ -5,6 +5,7 @@ with the operator's certificate; prod speaks plain SMTP on 25 only."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from sesrelay.config import env_name
@@ -102,6 +103,19 @@ def test_generated_certificate_is_made_at_deploy_time_for_the_relays_names(
     # No key material in the template: the key exists only at deploy time, in the secret.
     assert "PRIVATE KEY" not in json.dumps(dev.template)
     assert "BEGIN CERTIFICATE" not in json.dumps(dev.template)
+
+
+def test_generator_code_asset_holds_handler_core_package_and_cryptography(
+        dev: Deployment) -> None:
+    # The handler makes its certificate with sesrelay.certificates, as sesrelay dev does.
+    function = dev.one("AWS::Lambda::Function", "RelayCertificateGenerator")
+    assert function["Handler"] == "tls_certificate.handler.handler"
+    asset = function["Code"]["S3Key"].removesuffix(".zip")
+    directory = Path(dev.assembly.directory) / f"asset.{asset}"
+    assert {p.name for p in directory.iterdir()} >= {"tls_certificate", "sesrelay",
+                                                     "cryptography"}
+    assert (directory / "sesrelay" / "certificates.py").is_file()
+    assert (directory / "sesrelay" / "tls_secret.py").is_file()
 
 
 def test_generator_may_write_only_its_own_secret(dev: Deployment) -> None:
