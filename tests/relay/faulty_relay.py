@@ -37,8 +37,9 @@ class FaultyRelay:
                                 **CREDENTIALS)
         self.dynamodb = boto3.client("dynamodb", endpoint_url=self.moto, region_name=REGION,
                                      **CREDENTIALS)
-        boto3.client("s3", endpoint_url=self.moto, region_name=REGION,
-                     **CREDENTIALS).create_bucket(Bucket=name)
+        self.s3 = boto3.client("s3", endpoint_url=self.moto, region_name=REGION,
+                               **CREDENTIALS)
+        self.s3.create_bucket(Bucket=name)
         self.queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         self.table = name
         create_idempotency_table(self.dynamodb, name)
@@ -56,11 +57,11 @@ class FaultyRelay:
             env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, timeout=30)
 
-    def sendable(self) -> dict[str, set[str]]:
-        """Subject of each message the worker would send, with the queue IDs it is queued
-        under (envelopes that a commit record refuses are not counted; repeated envelopes
-        of one queue ID are sent once)."""
-        found: dict[str, set[str]] = {}
+    def queued(self) -> dict[str, list[Envelope]]:
+        """Each envelope the worker would send, by its message's subject, read straight
+        from moto (not through the proxy): envelopes that a commit record refuses are left
+        out, and a message kept in S3 is read from its object, which must exist."""
+        found: dict[str, list[Envelope]] = {}
         while True:
             batch = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
                                              VisibilityTimeout=600).get("Messages", [])
@@ -71,8 +72,16 @@ class FaultyRelay:
                 record = commit.read(self.dynamodb, self.table, envelope.queue_id)
                 if record is not None and record.state is CommitState.REFUSED:
                     continue
-                subject = envelope.message().split(b"Subject: ")[1].split(b"\r\n")[0]
-                found.setdefault(subject.decode(), set()).add(envelope.queue_id)
+                raw = (envelope.message() if envelope.inline else self.s3.get_object(
+                    Bucket=envelope.bucket, Key=envelope.key)["Body"].read())
+                subject = raw.split(b"Subject: ")[1].split(b"\r\n")[0].decode()
+                found.setdefault(subject, []).append(envelope)
+
+    def sendable(self) -> dict[str, set[str]]:
+        """Subject of each message the worker would send (queued), with the queue IDs it
+        is queued under: repeated envelopes of one queue ID are sent once."""
+        return {subject: {envelope.queue_id for envelope in envelopes}
+                for subject, envelopes in self.queued().items()}
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -12,13 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import boto3
-
-from sesrelay import commit
-from sesrelay.commit import CommitState
-from sesrelay.spool import Envelope
 from tests.faults import LOSE_ANSWER, SLOW_ANSWER
-from tests.relay.faulty_relay import CREDENTIALS, REGION, FaultyRelay
 
 
 def send(port: int, subject: str, replies: dict[str, int | str]) -> None:
@@ -171,27 +165,6 @@ class Load:
                 self.outcomes[subject] = type(exc).__name__
 
 
-def queued(relay: FaultyRelay) -> dict[str, list[Envelope]]:
-    """What the worker would send, by subject: envelopes no commit record refuses, read
-    straight from moto (not through the proxy), with each S3 object checked to exist."""
-    s3 = boto3.client("s3", endpoint_url=relay.moto, region_name=REGION, **CREDENTIALS)
-    found: dict[str, list[Envelope]] = {}
-    while True:
-        batch = relay.sqs.receive_message(QueueUrl=relay.queue_url, MaxNumberOfMessages=10,
-                                          VisibilityTimeout=600).get("Messages", [])
-        if not batch:
-            return found
-        for message in batch:
-            envelope = Envelope.from_json(message["Body"])
-            record = commit.read(relay.dynamodb, relay.table, envelope.queue_id)
-            if record is not None and record.state is CommitState.REFUSED:
-                continue
-            raw = (envelope.message() if envelope.inline else s3.get_object(
-                Bucket=envelope.bucket, Key=envelope.key)["Body"].read())
-            subject = raw.split(b"Subject: ")[1].split(b"\r\n")[0].decode()
-            found.setdefault(subject, []).append(envelope)
-
-
 def test_spool_stopped_slowed_and_restored_under_load(faulty_relay) -> None:  # type: ignore[no-untyped-def]
     relay = faulty_relay()
     load = Load(relay.port)
@@ -222,7 +195,7 @@ def test_spool_stopped_slowed_and_restored_under_load(faulty_relay) -> None:  # 
                         b"Subject: after-the-soak\r\n\r\nbody\r\n")
     assert relay.process.poll() is None
 
-    found = queued(relay)
+    found = relay.queued()
     outcomes = load.outcomes
     acknowledged = {s for s, code in outcomes.items() if code == 250} | {"after-the-soak"}
     assert set(found) == acknowledged, (  # nothing refused is queued, nothing told 250 lost
