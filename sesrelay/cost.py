@@ -41,19 +41,20 @@ class MessageRequests:
     s3_gets: int
     s3_deletes: int
     sqs_sends: int
-    idempotency_writes: int  # DynamoDB write units, idempotency table (each item < 1 KB)
-    trail_writes: int  # DynamoDB write units, trail table (each item < 1 KB)
+    idempotency_writes: int  # DynamoDB write units (items < 1 KB, index writes included)
+    trail_writes: int  # the same, trail table
     ses_sends: int
 
 
 # Measured by tests/worker/test_requests_per_message.py (one recipient, sequential
 # sessions: group commit batches SQS sends only between concurrent sessions).
 INLINE = MessageRequests(s3_puts=0, s3_gets=0, s3_deletes=0, sqs_sends=1,
-                         idempotency_writes=3, trail_writes=6, ses_sends=1)
+                         idempotency_writes=3, trail_writes=10, ses_sends=1)
 SPOOLED = MessageRequests(s3_puts=1, s3_gets=1, s3_deletes=1, sqs_sends=1,
-                          idempotency_writes=3, trail_writes=6, ses_sends=1)
-# Measured by tests/events/test_requests_per_event.py: trail write units per SES event.
-TRAIL_WRITES_PER_EVENT = 1
+                          idempotency_writes=3, trail_writes=10, ses_sends=1)
+# Measured by tests/events/test_requests_per_event.py: trail write units per SES event
+# (the item and its copy in the by-message-id index).
+TRAIL_WRITES_PER_EVENT = 2
 # The SES events of a delivered message the configuration set publishes: Send, Delivery.
 EVENTS_PER_MESSAGE = 2
 
@@ -256,11 +257,13 @@ def _lambda_lines(found: Billable, prices: Mapping[str, Price]) -> list[Line]:
     if events:
         seconds = events.memory_gb * ASSUMPTIONS["events_seconds_per_event"] * EVENTS_PER_MESSAGE
         writes = TRAIL_WRITES_PER_EVENT * EVENTS_PER_MESSAGE
+        # SNS sends each event; the event source receives and deletes them by batch.
+        event_requests = EVENTS_PER_MESSAGE * (1 + 2 / batch)
         lines += [
             Line("SES events: SNS publishes", f"{EVENTS_PER_MESSAGE}",
                  prices["sns_publish"].usd * EVENTS_PER_MESSAGE * MILLION),
-            Line("SES events: SQS (send, receive, delete)", f"{3 * EVENTS_PER_MESSAGE}",
-                 prices["sqs_request"].usd * 3 * EVENTS_PER_MESSAGE * MILLION),
+            Line("SES events: SQS (send, receive, delete)", f"{event_requests:g}",
+                 prices["sqs_request"].usd * event_requests * MILLION),
             Line("SES events: Lambda invocations and GB-seconds",
                  f"{EVENTS_PER_MESSAGE / batch:g}",
                  (prices["lambda_request"].usd * EVENTS_PER_MESSAGE / batch

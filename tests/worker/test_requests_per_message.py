@@ -1,7 +1,8 @@
 """The requests one message makes on its way, counted as AWS bills them: the relay takes
 messages over SMTP and the worker's handler sends them, against moto, and every AWS call
-either makes is counted by operation. The cost model (sesrelay.cost) prices these
-numbers; a change to the message path fails here until the model follows it."""
+either makes is counted by operation (DynamoDB's in write units, indexes included). The
+cost model (sesrelay.cost) prices these numbers; a change to the message path fails here
+until the model follows it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sesrelay.dev import LocalLambdaContext
 from tests.relay.conftest import RunningRelay
 from tests.worker.conftest import (
     BUCKET,
+    REGION,
     RELAY_HOST,
     SENDER_DOMAIN,
     TABLE,
@@ -29,6 +31,7 @@ from tests.worker.conftest import (
     Spool,
     sent_messages,
 )
+from tests.write_units import counting_writes
 
 MESSAGES = 4
 LINE = "y" * 76 + "\r\n"
@@ -83,30 +86,9 @@ def relay(spool: Spool, tmp_path: Path) -> Iterator[RunningRelay]:
     running.stop()
 
 
-def _write_units(calls: list[tuple[str, str, dict[str, Any]]]) -> Counter[str]:
-    """DynamoDB write units by table: one per item written (each checked below 1 KB, the
-    size of one write unit)."""
-    units: Counter[str] = Counter()
-    for service, operation, params in calls:
-        if service != "dynamodb":
-            continue
-        if operation == "BatchWriteItem":
-            items = [(table, request["PutRequest"]["Item"])
-                     for table, requests in params["RequestItems"].items()
-                     for request in requests]
-        elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
-            items = [(params["TableName"], params.get("Item", params.get("Key")))]
-        else:
-            continue
-        for table, item in items:
-            assert len(json.dumps(item)) < 1024, (operation, item)
-            units[table] += 1
-    return units
-
-
-def _per_message(calls: list[tuple[str, str, dict[str, Any]]]) -> cost.MessageRequests:
+def _per_message(calls: list[tuple[str, str, dict[str, Any]]],
+                 writes: Counter[str]) -> cost.MessageRequests:
     operations = Counter((service, operation) for service, operation, _ in calls)
-    writes = _write_units(calls)
     counted = {
         "s3_puts": operations["s3", "PutObject"] + operations["s3", "PutObjectTagging"],
         "s3_gets": operations["s3", "GetObject"],
@@ -131,8 +113,8 @@ def _per_message(calls: list[tuple[str, str, dict[str, Any]]]) -> cost.MessageRe
     (300_000, cost.SPOOLED),  # too large for the envelope: through S3
 ], ids=["inline", "spooled"])
 def test_requests_per_message_are_what_the_cost_model_prices(
-        spool: Spool, relay: RunningRelay, calls: Calls, size: int,
-        expected: cost.MessageRequests) -> None:
+        spool: Spool, relay: RunningRelay, calls: Calls, monkeypatch: pytest.MonkeyPatch,
+        size: int, expected: cost.MessageRequests) -> None:
     assert cost.is_inline(size) == (expected == cost.INLINE)
     body = "Subject: cost\r\n\r\n" + LINE * (size // len(LINE))
 
@@ -150,8 +132,9 @@ def test_requests_per_message_are_what_the_cost_model_prices(
     envelope = json.loads(event["Records"][0]["body"])
     envelope.pop("body", None)
     assert len(json.dumps(envelope)) < cost.ASSUMPTIONS["envelope_bytes"]
-    result = calls.during(lambda: handler(event, LocalLambdaContext()))
+    with counting_writes(monkeypatch, REGION) as writes:
+        result = calls.during(lambda: handler(event, LocalLambdaContext()))
     assert result["batchItemFailures"] == []
     assert len(sent_messages()) == MESSAGES
 
-    assert _per_message(calls.take()) == expected
+    assert _per_message(calls.take(), writes.units) == expected
