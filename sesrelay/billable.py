@@ -69,11 +69,6 @@ class Billable:
         that gets one."""
         return self.elastic_ips + sum(t.count for t in self.tasks if t.public_ip)
 
-    @property
-    def nat_or_endpoints(self) -> bool:
-        """Whether the relay's own AWS calls cross a billed NAT gateway or endpoint."""
-        return bool(self.nat_gateways or self.interface_endpoints)
-
 
 def _of_type(template: Mapping[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {name: resource.get("Properties", {})

@@ -137,10 +137,6 @@ class Estimate:
         millions = self.messages_per_day * DAYS_PER_MONTH / MILLION
         return self.fixed_total + millions * (self.variable_total + self.ses_per_million)
 
-    def largest(self, lines: tuple[Line, ...]) -> Line:
-        """The costliest of lines."""
-        return max(lines, key=lambda line: line.usd)
-
 
 def _hours(price: Price, count: float) -> float:
     return price.usd * count * HOURS_PER_MONTH

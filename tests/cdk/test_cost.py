@@ -105,8 +105,11 @@ def test_the_cost_command_reports_fixed_variable_and_the_targets(
 
 
 def test_the_cost_command_needs_an_environment_or_a_template(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["cost"]) == 1
     assert "name the environment with -c env=NAME" in capsys.readouterr().err
     assert main(["cost", "-c", "prod"]) == 1
     assert "-c prod: expected KEY=VALUE" in capsys.readouterr().err
+    # Synthesis runs the project's app.py: elsewhere it says where to run.
+    assert main(["cost", "-c", "env=prod", "--app-dir", str(tmp_path)]) == 1
+    assert "no app.py and cdk.json here" in capsys.readouterr().err
