@@ -4,7 +4,7 @@ An environment looks like this (every key but ``relay`` is optional)::
 
     "prod": {
       "account": "123456789012", "region": "eu-west-1",
-      "vpc": {"cidr": "10.80.0.0/16", "max_azs": 2, "nat_gateways": 2},
+      "vpc": {"cidr": "10.80.0.0/16", "max_azs": 2, "egress": "nat", "nat_gateways": 2},
       "relay": {"mynetworks": ["10.0.0.0/8"], "myhostname": "smtp.example.internal",
                 "ses_identities": ["example.com"]},
       "service": {"cpu": 512, "memory_mib": 1024, "min_tasks": 2, "max_tasks": 10},
@@ -27,7 +27,9 @@ submission with STARTTLS, 465 implicit TLS); with TLS asked for, ``tls.certifica
 names the operator's certificate secret, or without it the stack generates a self-signed
 certificate at deploy time (stacks/certificate.py). ``vpc`` either describes a VPC to
 create or, with ``vpc_id``, one to import; an imported VPC is described in full (subnet
-IDs and CIDRs) so that synthesis needs no AWS credentials.
+IDs and CIDRs) so that synthesis needs no AWS credentials. A created VPC's ``egress``
+says how the relay tasks reach AWS's APIs (EGRESS_OPTIONS; docs/COST.md prices each);
+an imported VPC brings its own egress.
 """
 
 from __future__ import annotations
@@ -118,13 +120,23 @@ class SettingsError(ValueError):
     """A cdk.json environment setting that cannot be deployed, with where it was made."""
 
 
+# How the relay tasks of a created VPC reach AWS's APIs. S3 and DynamoDB always go
+# through gateway endpoints (free).
+EGRESS_NAT = "nat"  # private subnets, NAT gateways
+EGRESS_ENDPOINTS = "endpoints"  # isolated subnets, an interface endpoint per service
+EGRESS_PUBLIC = "public"  # public subnets, a public IPv4 address per task
+EGRESS_OPTIONS = (EGRESS_NAT, EGRESS_ENDPOINTS, EGRESS_PUBLIC)
+
+
 @dataclass(frozen=True)
 class CreatedVpc:
-    """A VPC the stack creates: private subnets with NAT egress for the tasks."""
+    """A VPC the stack creates, with the tasks' egress (EGRESS_OPTIONS); nat_gateways
+    counts only for NAT egress (0 otherwise)."""
 
     cidr: str = "10.80.0.0/16"
     max_azs: int = 2
     nat_gateways: int = 1
+    egress: str = EGRESS_NAT
 
 
 @dataclass(frozen=True)
@@ -486,6 +498,10 @@ def _vpc(reader: _Reader | None) -> CreatedVpc | ImportedVpc:
     if reader is None:
         return CreatedVpc()
     if "vpc_id" in reader.data:
+        if "egress" in reader.data:
+            raise SettingsError(f"{reader.where}.egress: an imported VPC (vpc_id) brings its "
+                                "own egress: its private subnets must already reach AWS's "
+                                "APIs; remove egress")
         reader.check_keys({"vpc_id", "availability_zones", "private_subnet_ids",
                            "private_subnet_cidrs"})
         imported = ImportedVpc(
@@ -501,11 +517,20 @@ def _vpc(reader: _Reader | None) -> CreatedVpc | ImportedVpc:
         for cidr in imported.private_subnet_cidrs:
             _cidr(cidr, f"{reader.where}.private_subnet_cidrs")
         return imported
-    reader.check_keys({"cidr", "max_azs", "nat_gateways"})
+    reader.check_keys({"cidr", "max_azs", "nat_gateways", "egress"})
+    egress = reader.text("egress", EGRESS_NAT)
+    if egress not in EGRESS_OPTIONS:
+        raise SettingsError(f"{reader.where}.egress: {egress!r} is not one of "
+                            f"{', '.join(EGRESS_OPTIONS)}")
+    if egress != EGRESS_NAT and "nat_gateways" in reader.data:
+        raise SettingsError(f"{reader.where}.nat_gateways: egress {egress!r} creates no NAT "
+                            "gateway; remove nat_gateways or choose egress 'nat'")
     created = CreatedVpc(
         cidr=reader.text("cidr", CreatedVpc.cidr),
         max_azs=reader.integer("max_azs", CreatedVpc.max_azs, 1, 6),
-        nat_gateways=reader.integer("nat_gateways", CreatedVpc.nat_gateways, 1, 6),
+        nat_gateways=(reader.integer("nat_gateways", CreatedVpc.nat_gateways, 1, 6)
+                      if egress == EGRESS_NAT else 0),
+        egress=egress,
     )
     _cidr(created.cidr, f"{reader.where}.cidr")
     return created

@@ -28,11 +28,13 @@ from sesrelay.users import SECRETS_MANAGER
 from stacks.certificate import RelayCertificate
 from stacks.environment import (
     CONTAINER_PORT,
+    EGRESS_ENDPOINTS,
     SMTP_PORT,
     SMTPS_CONTAINER_PORT,
     SMTPS_PORT,
     EnvironmentSettings,
 )
+from stacks.interface_endpoints import InterfaceEndpoints, relay_endpoint_services
 from stacks.nag import acknowledge, logical_id
 from stacks.network import Network
 from stacks.relay_listeners import RelayListeners, target_group
@@ -137,7 +139,8 @@ class RelayService(Construct):
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=vpc, allow_all_outbound=False,
             description=f"sesrelay {settings.name} relay tasks: SMTP from the NLB only")
-        # The tasks talk only to AWS APIs (S3, SQS, ECR, CloudWatch Logs), over HTTPS.
+        # The tasks talk only to AWS APIs (S3, SQS, DynamoDB, ECR, CloudWatch Logs,
+        # Secrets Manager), over HTTPS.
         self.task_security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
                                                  "HTTPS to AWS APIs")
 
@@ -172,6 +175,11 @@ class RelayService(Construct):
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
                                        removal_policy=cdk.RemovalPolicy.DESTROY)
         environment, labels = self._secrets(settings, task, environment, log_retention)
+        if network.egress == EGRESS_ENDPOINTS:
+            self.endpoints = InterfaceEndpoints(
+                self, "Endpoints", vpc=vpc, subnets=network.subnets,
+                clients=self.task_security_group,
+                services=relay_endpoint_services(bool(self.certificate or self.users)))
         ports = [CONTAINER_PORT] + ([SMTPS_CONTAINER_PORT]
                                     if SMTPS_PORT in settings.smtp_ports else [])
         container = task.add_container(
@@ -234,7 +242,9 @@ class RelayService(Construct):
             min_healthy_percent=100, max_healthy_percent=200,
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             vpc_subnets=network.subnets, security_groups=[self.task_security_group],
-            assign_public_ip=False,
+            # In public subnets (egress public) the address is the tasks' way out; the
+            # task security group still admits only the NLB.
+            assign_public_ip=network.public_tasks,
             availability_zone_rebalancing=ecs.AvailabilityZoneRebalancing.ENABLED,
             health_check_grace_period=HEALTH_CHECK_GRACE,
         )

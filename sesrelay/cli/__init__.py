@@ -3,7 +3,7 @@
 This package is the composition root: the one place that imports the relay
 (smtp_relay) and, through sesrelay.dev, the worker. One module per group of commands:
 config (config check/show), serve (serve, healthcheck), local (dev, outbox), mailq,
-queue (flush, delete, redrive), trace, maillog, users and smoke; where.py finds an
+queue (flush, delete, redrive), trace, maillog, users, smoke and cost; where.py finds an
 environment's resources for all of them.
 """
 
@@ -22,12 +22,23 @@ from botocore.exceptions import (
 )
 
 from sesrelay.aws import error_code
-from sesrelay.cli import config, local, maillog, mailq, queue, serve, smoke, trace, users
+from sesrelay.cli import (
+    config,
+    cost,
+    local,
+    maillog,
+    mailq,
+    queue,
+    serve,
+    smoke,
+    trace,
+    users,
+)
 from sesrelay.cli.where import WhereError
 from sesrelay.config import ConfigError
 from sesrelay.logformat import MaillogFormatter
 
-COMMAND_MODULES = (config, serve, local, trace, mailq, queue, maillog, users, smoke)
+COMMAND_MODULES = (config, serve, local, trace, mailq, queue, maillog, users, smoke, cost)
 
 
 def _setup_logging() -> None:

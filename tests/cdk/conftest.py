@@ -1,6 +1,7 @@
 """Synthesize each deployment once per test session, offline: no AWS credentials, no
-Docker. Every environment in cdk.json is synthesized, plus one variant that imports its
-VPC and offers a PrivateLink endpoint service (the options cdk.json does not use)."""
+Docker. Every environment in cdk.json is synthesized, plus variants for the options
+cdk.json does not use: one that imports its VPC and offers a PrivateLink endpoint
+service, and one for each egress without NAT gateways (endpoints, public)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from stacks.environment import load_environment
 from tests.cdk.synth import Deployment
 
 IMPORTED = "imported"
+# Egress variants: dev (TLS and AUTH, so the relay reads secrets) with interface
+# endpoints, and prod (two tasks in two AZs) with public subnets.
+ENDPOINTS = "endpoints"
+PUBLIC = "public"
+EGRESS_VARIANTS = {ENDPOINTS: "dev", PUBLIC: "prod"}
 IMPORTED_CIDRS = ["10.90.1.0/24", "10.90.2.0/24"]
 CONSUMER_ACCOUNT = "arn:aws:iam::210987654321:root"
 OPERATOR_SECRET = "sesrelay/imported/smtp-tls"
@@ -48,6 +54,16 @@ def imported_context() -> dict[str, Any]:
             "env": IMPORTED}
 
 
+def egress_context(name: str) -> dict[str, Any]:
+    """cdk.json's context plus the egress variant name: its base environment with
+    vpc.egress set to name (and no NAT gateway count)."""
+    context = cdk_app.file_context()
+    environment = copy.deepcopy(context["environments"][EGRESS_VARIANTS[name]])
+    environment["vpc"] = {key: value for key, value in environment["vpc"].items()
+                          if key != "nat_gateways"} | {"egress": name}
+    return {"environments": {**context["environments"], name: environment}, "env": name}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline() -> None:
     """No AWS credentials or region, and no usable Docker, for the whole session."""
@@ -70,12 +86,15 @@ def _synthesize(name: str, context: dict[str, Any], outdir: Path) -> Deployment:
 @pytest.fixture(scope="session")
 def deployments(offline: None, tmp_path_factory: pytest.TempPathFactory
                 ) -> dict[str, Deployment]:
-    """Every environment in cdk.json, and the imported-VPC variant, synthesized once."""
+    """Every environment in cdk.json, the imported-VPC variant and the egress variants,
+    synthesized once."""
     result = {}
     for name in cdk_app.file_context()["environments"]:
         result[name] = _synthesize(name, {"env": name}, tmp_path_factory.mktemp(name))
     result[IMPORTED] = _synthesize(IMPORTED, imported_context(),
                                    tmp_path_factory.mktemp(IMPORTED))
+    for name in EGRESS_VARIANTS:
+        result[name] = _synthesize(name, egress_context(name), tmp_path_factory.mktemp(name))
     return result
 
 
@@ -95,3 +114,15 @@ def prod(deployments: dict[str, Deployment]) -> Deployment:
 def imported(deployments: dict[str, Deployment]) -> Deployment:
     """The variant with an imported VPC, an imported zone and PrivateLink."""
     return deployments[IMPORTED]
+
+
+@pytest.fixture(scope="session")
+def endpoints(deployments: dict[str, Deployment]) -> Deployment:
+    """dev with egress through interface endpoints."""
+    return deployments[ENDPOINTS]
+
+
+@pytest.fixture(scope="session")
+def public(deployments: dict[str, Deployment]) -> Deployment:
+    """prod with its tasks in public subnets."""
+    return deployments[PUBLIC]

@@ -39,10 +39,12 @@ def _lambda_env(deployment: Deployment, prefix: str = "Worker") -> dict[str, Any
     return deployment.one("AWS::Lambda::Function", prefix)["Environment"]["Variables"]
 
 
-def _private_subnet_cidrs(deployment: Deployment) -> list[str]:
-    return [props["Properties"]["CidrBlock"]
-            for props in deployment.resources("AWS::EC2::Subnet").values()
-            if not props["Properties"].get("MapPublicIpOnLaunch")]
+def _task_subnet_cidrs(deployment: Deployment) -> list[str]:
+    """The CIDRs of the subnets the relay tasks and the NLB share (private, isolated or
+    public, by egress)."""
+    service = deployment.one("AWS::ECS::Service")
+    return [deployment.template["Resources"][subnet["Ref"]]["Properties"]["CidrBlock"]
+            for subnet in service["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"]]
 
 
 # Network and service -------------------------------------------------------------------
@@ -158,7 +160,7 @@ def test_relay_configuration_comes_from_the_model(deployments: dict[str, Deploym
     for deployment in deployments.values():
         environment = _container_env(deployment)
         proxy_networks = (IMPORTED_CIDRS if deployment.name == "imported"
-                          else _private_subnet_cidrs(deployment))
+                          else _task_subnet_cidrs(deployment))
         expected = to_environment(deployment.settings.relay_config(proxy_networks))
         # The files and the user table the configuration was checked with at synthesis
         # are replaced by the task's own (tests/cdk/test_tls_and_auth.py).
