@@ -83,9 +83,11 @@ class Spool:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
         return envelope
 
-    def receive(self) -> dict[str, Any]:
-        """Receive up to 10 messages into an SQS event, exactly as Lambda shapes it."""
-        response = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+    def receive(self, batch_size: int = 10) -> dict[str, Any]:
+        """Receive up to batch_size messages into an SQS event, exactly as Lambda shapes
+        it."""
+        response = self.sqs.receive_message(QueueUrl=self.queue_url,
+                                            MaxNumberOfMessages=batch_size,
                                             AttributeNames=["All"])
         return {"Records": [{
             "messageId": m["MessageId"],
