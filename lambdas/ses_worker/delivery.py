@@ -769,6 +769,8 @@ class Deliverer:
                 effective_class(result.failure, receive_count).defers):
             self._give_up(envelope, f"the bounce to <{envelope.mail_from}> was refused: "
                           f"{result.reason}", list(recipients), receive_count)
+        if result.no_time:  # the bounce did not fit this invocation: the next one
+            self._return_unstarted(record, envelope, [result])
         if result.status is not Status.SENT:
             self._defer(record, envelope, receive_count, seen,
                         [replace(result, reason=f"the bounce to <{envelope.mail_from}> was "
