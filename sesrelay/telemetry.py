@@ -25,7 +25,10 @@ SENT = "Sent"
 BOUNCED = "Bounced"
 FAILED = "Failed"  # ended without delivery or bounce (to the DLQ)
 SES_LATENCY = "SesLatency"  # ms per SendEmail call
-SENDING_PAUSED = "SendingPaused"
+# Messages held by a configuration error (IAM, sending paused, an identity not verified,
+# the SES sandbox), one per message and receive; also 1 at a cold start whose checks
+# found one (ses_bounce_sender not verified).
+CONFIGURATION_ERROR = "ConfigurationError"
 SENDS_IN_DOUBT = "SendsInDoubt"  # SendEmail calls whose outcome was unknown
 # Seconds since receipt of each message deferred (Maximum: the oldest unfinished message,
 # which SQS's ApproximateAgeOfOldestMessage stops counting after its third receive).

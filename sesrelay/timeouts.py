@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from botocore.config import Config as BotoConfig
 
+from sesrelay.send_rate import MAX_RECIPIENTS_PER_CALL
+
 # ECS waits at most this long after SIGTERM before it kills the container (Fargate's
 # maximum stopTimeout); the CDK stack sets it.
 STOP_TIMEOUT = 120
@@ -108,6 +110,56 @@ def worker_timeout_needed(message_size: int) -> float:
     """The shortest worker timeout in which a fresh invocation may start a send of a
     message_size-byte message."""
     return ses_send_worst_case(message_size) + INVOCATION_MARGIN
+
+
+# Records per SQS batch: the most an SQS event source hands over without a batching
+# window, delivered concurrently by the worker.
+WORKER_BATCH_SIZE = 10
+
+
+class WorkerTimingError(ValueError):
+    """A worker timeout, message size and send rate that cannot work together."""
+
+
+@dataclass(frozen=True)
+class WorkerTiming:
+    """The worker function's timeout, its event source's batch size and the queue's
+    visibility timeout, derived from each other and from the send rate."""
+
+    timeout: int  # seconds
+    batch_size: int
+    visibility_timeout: int  # seconds
+
+
+def worker_timing(timeout: int, message_size: int, send_rate: float,
+                  concurrency: int) -> WorkerTiming:
+    """The worker's timing for a function timeout (seconds), the largest message
+    (message_size_limit), the configured send rate (recipients per second, 0: none) and
+    the event source's maximum concurrency.
+
+    A fresh invocation must be able to start the largest SendEmail it may owe: one call
+    of the most recipients SES takes (sesrelay.send_rate.MAX_RECIPIENTS_PER_CALL),
+    after waiting for them at this worker's share of the send rate, and still hold the
+    call's worst case (ses_send_worst_case). Else such a message would never start, come
+    back unstarted on every receive and end in the DLQ: WorkerTimingError says so.
+
+    The worker then stops starting sends when the rest of its invocation cannot hold the
+    next one, and returns the records it did not start (ses_worker.delivery), so a batch
+    never needs more time than the timeout: the batch size stays WORKER_BATCH_SIZE. The
+    queue's visibility timeout is VISIBILITY_PER_TIMEOUT times the function timeout.
+    """
+    share = send_rate / max(1, concurrency) if send_rate > 0 else 0.0
+    wait = MAX_RECIPIENTS_PER_CALL / share if share else 0.0
+    slowest = worker_timeout_needed(message_size)
+    if timeout < slowest + wait:
+        raise WorkerTimingError(
+            f"{timeout} s is too short: a fresh invocation needs {slowest + wait:.0f} s to "
+            f"start a {MAX_RECIPIENTS_PER_CALL}-recipient SendEmail of message_size_limit "
+            f"({message_size} bytes): {wait:.0f} s for its turn at this worker's share of "
+            f"ses_max_send_rate ({send_rate:g}/s over {concurrency} concurrent workers) "
+            f"and {slowest:.0f} s for the slowest call; raise the timeout or the rate, "
+            "or lower the concurrency or message_size_limit")
+    return WorkerTiming(timeout, WORKER_BATCH_SIZE, timeout * VISIBILITY_PER_TIMEOUT)
 
 
 # Other worker calls (S3, SQS visibility, DynamoDB): retried by botocore, all idempotent.

@@ -193,10 +193,16 @@ class Monitoring(Construct):
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=missing_ok),
             cw.Alarm(
-                self, "SendingPaused", alarm_name=f"{name}-ses-sending-paused",
-                alarm_description="SES has paused sending for the account or configuration "
-                                  "set; mail waits in the queue until it is resumed.",
-                metric=self._emf(telemetry.SERVICE_WORKER, telemetry.SENDING_PAUSED),
+                self, "ConfigurationError", alarm_name=f"{name}-configuration-error",
+                alarm_description="Mail system configuration error (4.3.5): SES or IAM "
+                                  "refuses the account or its configuration (access denied, "
+                                  "sending paused, an identity not verified, the SES "
+                                  "sandbox). Mail is held in the queue, not bounced, and "
+                                  "goes out once the cause is fixed; the worker's log says "
+                                  "why once a minute.",
+                # One-minute periods: the alarm fires within a couple of minutes.
+                metric=self._emf(telemetry.SERVICE_WORKER, telemetry.CONFIGURATION_ERROR
+                                 ).with_(period=cdk.Duration.minutes(1)),
                 threshold=1, evaluation_periods=1,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=missing_ok),

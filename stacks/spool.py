@@ -14,6 +14,7 @@ from constructs import Construct
 from ses_worker.backoff import retry_delay
 from sesrelay.config import Config
 from sesrelay.spool import KEY_PREFIX
+from sesrelay.timeouts import VISIBILITY_PER_TIMEOUT
 from stacks.environment import EnvironmentSettings, SettingsError
 from stacks.nag import acknowledge
 
@@ -149,7 +150,8 @@ class Spool(Construct):
             retention_period=cdk.Duration.seconds(QUEUE_RETENTION_SECONDS),
             # AWS's advice for Lambda event sources: six times the function timeout, so
             # a batch that is retried inside the function is not handed out twice.
-            visibility_timeout=cdk.Duration.seconds(6 * worker_timeout.to_seconds()),
+            visibility_timeout=cdk.Duration.seconds(
+                VISIBILITY_PER_TIMEOUT * worker_timeout.to_seconds()),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue,
                                                   max_receive_count=self.max_receive_count),
         )

@@ -14,15 +14,16 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from sesrelay.config import Config, env_name
+from sesrelay.send_rate import CONCURRENCY_ENV
 from sesrelay.spool import KEY_PREFIX
 from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_WORKER, metrics_namespace
+from sesrelay.timeouts import WorkerTiming, WorkerTimingError, worker_timing
 from stacks.environment import EnvironmentSettings, SettingsError
 from stacks.nag import acknowledge, logical_id
 from stacks.python_function import python_function
 from stacks.trail import Trail
 
 HANDLER_PACKAGE = "ses_worker"
-BATCH_SIZE = 10
 # Powertools' DynamoDB persistence layer: partition key "id", TTL attribute "expiration".
 IDEMPOTENCY_KEY = "id"
 IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
@@ -48,6 +49,24 @@ def max_concurrency(settings: EnvironmentSettings) -> int:
     if rate <= 0:
         return UNLIMITED_RATE_CONCURRENCY
     return min(1000, max(2, math.ceil(rate / RECIPIENTS_PER_SECOND_PER_WORKER)))
+
+
+def timing(settings: EnvironmentSettings) -> WorkerTiming:
+    """The worker's timeout, batch size and the queue's visibility timeout
+    (sesrelay.timeouts.worker_timing); a combination that cannot work fails synth."""
+    try:
+        return worker_timing(settings.worker.timeout_seconds,
+                             settings.config.message_size_limit,
+                             settings.config.ses_max_send_rate, max_concurrency(settings))
+    except WorkerTimingError as exc:
+        raise SettingsError(f"environments.{settings.name}.worker.timeout_seconds: "
+                            f"{exc}") from None
+
+
+def _identity_arns(config: Config, identities: list[str]) -> list[str]:
+    region = config.ses_region or cdk.Aws.REGION
+    return [f"arn:{cdk.Aws.PARTITION}:ses:{region}:{cdk.Aws.ACCOUNT_ID}:identity/{identity}"
+            for identity in identities]
 
 
 def _ses_resources(config: Config) -> list[str]:
@@ -77,6 +96,7 @@ class Worker(Construct):
                  ) -> None:
         super().__init__(scope, construct_id)
         config = settings.config
+        self.timing = timing(settings)
 
         self.idempotency_table = dynamodb.TableV2(
             self, "IdempotencyTable",
@@ -115,11 +135,23 @@ class Worker(Construct):
             actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                      "dynamodb:DeleteItem"],
             resources=[self.idempotency_table.table_arn]))
+        # Read at a cold start (ses_worker.account): the account's sending limits and
+        # sandbox state, and whether ses_bounce_sender's address or domain is verified.
+        role.add_to_policy(iam.PolicyStatement(
+            sid="ReadSesAccount", actions=["ses:GetAccount"], resources=["*"]))
+        bounce_sender = config.ses_bounce_sender
+        role.add_to_policy(iam.PolicyStatement(
+            sid="CheckBounceSender", actions=["ses:GetEmailIdentity"],
+            resources=_identity_arns(config, [bounce_sender,
+                                              bounce_sender.rpartition("@")[2]])))
         trail.grant_worker(role)
         acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"
                           f"{KEY_PREFIX}*]",
                     "Spooled objects have one key per message under the spool prefix; the "
                     "worker reads, tags and deletes any of them and nothing else.")
+        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                    "ses:GetAccount has no resource type: IAM allows it only on '*'. It "
+                    "reads the account's sending limits and sandbox state, nothing else.")
 
         self.function = python_function(
             self, "Function", handler_package=HANDLER_PACKAGE, role=role,
@@ -128,13 +160,15 @@ class Worker(Construct):
                 **environment,
                 env_name("sesrelay_idempotency_table"): self.idempotency_table.table_name,
                 NAMESPACE_ENV: metrics_namespace(settings.name),
+                # Each concurrent worker sends at its share of the account's rate.
+                CONCURRENCY_ENV: str(max_concurrency(settings)),
                 SERVICE_ENV: SERVICE_WORKER,
             },
             description=f"sesrelay {settings.name}: sends spooled mail through Amazon SES")
         self.max_concurrency = max_concurrency(settings)
         self.function.add_event_source(event_sources.SqsEventSource(
             queue,
-            batch_size=BATCH_SIZE,
+            batch_size=self.timing.batch_size,
             report_batch_item_failures=True,
             max_concurrency=self.max_concurrency,
         ))

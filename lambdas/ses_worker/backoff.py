@@ -34,6 +34,7 @@ def retry_delay(receive_count: int, minimal: int, maximal: int,
 
 
 def paused_delay(minimal: int, maximal: int, rng: random.Random | None = None) -> int:
-    """Seconds until a record deferred because sending is paused is tried again: always
-    the longest backoff, since nothing will get through until an operator acts."""
+    """Seconds until a record held by a mail system configuration error (sending
+    paused, access denied, an identity not verified) is tried again: always the longest
+    backoff, since nothing will get through until an operator acts."""
     return _jittered(maximal, minimal, maximal, rng or random.Random())

@@ -7,6 +7,11 @@ Outcomes, in Postfix's terms:
 - deferred: a retryable failure, or a send whose outcome is not known yet. The record's
   visibility timeout becomes the backoff delay and the record is reported as a batch
   item failure, so SQS redelivers it.
+- held: a mail system configuration error (ses_worker.errors): deferred by the longest
+  backoff without advancing the message's retry schedule (ses_worker.holds), never
+  bounced for it; one log line a minute says why.
+- not started: the invocation had no time left for the send; the record goes back to
+  the queue at once, again without advancing its retry schedule.
 - bounced: a permanent failure (or the queue lifetime ran out): an RFC 3464 DSN goes
   to the envelope sender and the record is done.
 - undeliverable: cannot be sent nor bounced (null sender, soft_bounce, the bounce
@@ -39,7 +44,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ses_worker.backoff import paused_delay, retry_delay
 from ses_worker.dsn import RELAYED, FailedRecipient, build_dsn
-from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify, effective_class
+from ses_worker.errors import (
+    CONFIGURATION_STATUS,
+    ErrorClass,
+    SendFailure,
+    SendUnknown,
+    classify,
+    effective_class,
+    systemic,
+)
+from ses_worker.holds import HeldReceives
 from ses_worker.ledger import (
     DSN_PREFIX,
     RELAYED_PREFIX,
@@ -56,10 +70,10 @@ from ses_worker.message import (
     strip_blind_headers,
 )
 from ses_worker.observability import count, log_keys, logger, seconds
-from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
-from ses_worker.sending import Outgoing, SesSender, recipient_chunks
+from ses_worker.sending import NotStarted, Outgoing, SesSender, recipient_chunks
 from ses_worker.settle import Settler, Verdict
+from ses_worker.warm import Warm
 from sesrelay import aws, commit, maillog, ses_headers, trail
 from sesrelay.config import Config
 from sesrelay.long_lines import fit_lines
@@ -73,10 +87,10 @@ from sesrelay.spool import (
 )
 from sesrelay.telemetry import (
     BOUNCED,
+    CONFIGURATION_ERROR,
     DEFERRED,
     DEFERRED_AGE,
     FAILED,
-    SENDING_PAUSED,
     SENDS_IN_DOUBT,
     SENT,
 )
@@ -202,6 +216,12 @@ class SendResult:
     doubted: bool = False  # some attempt of this send was ever in doubt
     logged: bool = False  # its maillog lines were written in an earlier receive
     timing: Timing | None = None
+    no_time: bool = False  # not started: too little time left in this invocation
+
+    @property
+    def held(self) -> bool:
+        """True if a mail system configuration error stopped this send."""
+        return self.failure is not None and self.failure.kind is ErrorClass.CONFIGURATION
 
     @property
     def defers(self) -> bool:
@@ -213,7 +233,7 @@ class SendResult:
 class Deliverer:
     """Delivers the records of one invocation. Thread-safe: records run concurrently."""
 
-    def __init__(self, config: Config, context: LambdaContext | None):
+    def __init__(self, config: Config, context: LambdaContext | None, warm: Warm):
         if not config.sesrelay_idempotency_table:
             raise RuntimeError("sesrelay_idempotency_table is not set: without it a "
                                "redelivered record could be sent twice")
@@ -222,8 +242,11 @@ class Deliverer:
         self.s3 = aws.client("s3", budget=WORKER_AWS)
         self.dynamodb = aws.client("dynamodb", budget=WORKER_AWS)
         self.ledger = SendLedger(self.dynamodb, config.sesrelay_idempotency_table)
-        self.sender = SesSender(config, aws.client("sesv2", config.ses_region, WORKER_SES),
-                                RecipientRateLimiter(config.ses_max_send_rate))
+        self.holds = HeldReceives(self.dynamodb, config.sesrelay_idempotency_table)
+        self.warm = warm
+        ses = aws.client("sesv2", config.ses_region, WORKER_SES)
+        warm.prepare(config, ses)
+        self.sender = SesSender(config, ses, warm.limiter)
         writer = reader = None
         if config.sesrelay_trail_table:
             writer = TrailWriter(self.dynamodb, config.sesrelay_trail_table,
@@ -274,7 +297,7 @@ class Deliverer:
             previous = results[-1].failure if results else None
             # An account-wide condition fails every chunk alike: do not ask SES again.
             if previous is not None and previous.kind in (ErrorClass.THROTTLED,
-                                                         ErrorClass.PAUSED):
+                                                         ErrorClass.CONFIGURATION):
                 results.append(replace(results[-1], recipients=recipients, doubted=False))
                 continue
             try:
@@ -357,7 +380,8 @@ class Deliverer:
         started = utc_now()
         waiting = functools.partial(SendResult, Status.WAITING, key_recipients)
         if self._time_left(size) < 0:
-            return waiting(reason="too little time left in this invocation for the send")
+            return waiting(reason="too little time left in this invocation for the send",
+                           no_time=True)
         attempt = new_attempt_id()
         try:
             entry = self.ledger.begin(key, attempt, lease)
@@ -393,9 +417,14 @@ class Deliverer:
         try:
             message_id = self.sender.send(outgoing, sender, list(destination), queue_id,
                                           attempt, time_left=lambda: self._time_left(size))
+        except NotStarted as not_started:
+            self._release(key, attempt, doubted)
+            return waiting(reason=str(not_started), no_time=True, doubted=doubted)
         except SendFailure as failure:
             seconds = time.monotonic() - clock
             self._release(key, attempt, doubted)
+            failure = systemic(failure, sender, list(destination), self.config.ses_identities,
+                               dsn=purpose == trail.PURPOSE_DSN)
             self.report.attempt(queue_id, Attempt(
                 attempt, purpose, key_recipients, trail.FAILED, reason=failure.diagnostic,
                 dsn=failure.status, error_class=failure.kind.value,
@@ -523,12 +552,24 @@ class Deliverer:
                   failures: list[SendResult], message: SpooledMessage,
                   results: list[SendResult], seen: datetime) -> None:
         """Some sends did not succeed: defer, bounce them, or give up to the DLQ."""
+        if all(r.no_time for r in failures):
+            self._return_unstarted(record, envelope, failures)
         age = (utc_now() - envelope.received).total_seconds()
         expired = age >= self.config.maximal_queue_lifetime
-        for result in failures:
-            logger.warning(f"{len(result.recipients)} recipient(s) not sent "
-                           f"({result.status.value}): {result.reason}",
-                           extra={"recipients": list(result.recipients)})
+        held = [r for r in failures if r.held]
+        if not held:
+            for result in failures:
+                logger.warning(f"{len(result.recipients)} recipient(s) not sent "
+                               f"({result.status.value}): {result.reason}",
+                               extra={"recipients": list(result.recipients)})
+        if held and expired:
+            # A configuration error is the system's, not the sender's: the mail is kept
+            # for the operator to redrive, not bounced.
+            self._give_up(envelope, "held by a mail system configuration error past "
+                          "maximal_queue_lifetime, not bounced: " + held[0].reason,
+                          [rcpt for r in failures for rcpt in r.recipients], receive_count)
+        # The attempt number, not the receive count, moves a message along its schedule.
+        receive_count = self._attempt(envelope, receive_count)
         retry = [r for r in failures if self.config.soft_bounce or (
             r.defers and (r.failure is None
                           or effective_class(r.failure, receive_count).defers))]
@@ -563,6 +604,43 @@ class Deliverer:
                            "= none)")
         self._notify_relayed(envelope, message, results, seen)
         self._finish(envelope, message, results, trail.STATE_BOUNCED)
+
+    def _attempt(self, envelope: Envelope, receive_count: int) -> int:
+        """This receive's attempt number: receives held by a configuration error or
+        returned unstarted do not count (ses_worker.holds)."""
+        if receive_count <= 1:
+            return 1
+        try:
+            return self.holds.attempt(envelope.queue_id, receive_count)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning(f"could not read the held receives ({exc}); the receive count "
+                           "stands for the attempt number")
+            return receive_count
+
+    def _hold(self, envelope: Envelope) -> None:
+        """Count this receive as held, not as an attempt."""
+        try:
+            self.holds.add(envelope.queue_id)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning(f"could not count the held receive ({exc}): it counts as an "
+                           "attempt")
+
+    def _return_unstarted(self, record: SQSRecord, envelope: Envelope,
+                          failures: list[SendResult]) -> NoReturn:
+        """No send of this record was started for lack of time: back to the queue at
+        once, as a batch item failure that does not advance its retry schedule."""
+        self._hold(envelope)
+        try:
+            aws.client("sqs", budget=WORKER_AWS).change_message_visibility(
+                QueueUrl=_queue_url(record.event_source_arn),
+                ReceiptHandle=record.receipt_handle, VisibilityTimeout=0)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(f"could not return the record at once ({exc}); SQS retries "
+                           "after the queue's visibility timeout")
+        reason = failures[0].reason
+        logger.info(f"not started: {reason}; back in the queue for the next invocation",
+                    extra={"recipients": [rcpt for r in failures for rcpt in r.recipients]})
+        raise MessageDeferred(reason)
 
     def _failed(self, result: SendResult, recipient: str, receive_count: int,
                 age: float) -> FailedRecipient:
@@ -605,12 +683,13 @@ class Deliverer:
                seen: datetime, failures: list[SendResult]) -> NoReturn:
         """Retry later: set the record's visibility to the backoff delay and raise."""
         minimal, maximal = self.config.minimal_backoff_time, self.config.maximal_backoff_time
-        paused = any(r.failure is not None and r.failure.kind is ErrorClass.PAUSED
-                     for r in failures)
+        held = [r for r in failures if r.held]
         # A send in doubt is looked at again on the usual schedule: SES's events come
         # within it, and every receive counts towards the queue's maxReceiveCount, which
-        # the stack derives from this schedule.
-        if paused:
+        # the stack derives from this schedule. A held message waits the longest delay:
+        # nothing gets through until an operator acts, and that delay keeps its receives
+        # within maxReceiveCount although they do not advance its schedule.
+        if held:
             delay = paused_delay(minimal, maximal)
         else:
             delay = retry_delay(receive_count, minimal, maximal)
@@ -622,13 +701,15 @@ class Deliverer:
         except (ClientError, BotoCoreError) as exc:
             logger.warning(f"could not set the retry delay ({exc}); SQS retries after the "
                            "queue's visibility timeout")
-        if paused:
-            count(SENDING_PAUSED)
         count(DEFERRED)
         seconds(DEFERRED_AGE, (utc_now() - envelope.received).total_seconds())
-        reason = failures[0].reason
+        reason = (held or failures)[0].reason
         timing = Timing(envelope.received, seen, utc_now(), 0.0)
-        for result in failures:
+        if held:
+            count(CONFIGURATION_ERROR)
+            self._hold(envelope)
+            self._say_held(envelope, held[0], timing)
+        for result in ([] if held else failures):
             dsn = (result.failure.status if result.failure is not None
                    and result.failure.status.startswith("4") else
                    UNKNOWN_STATUS if result.status is Status.IN_DOUBT else "4.0.0")
@@ -640,9 +721,25 @@ class Deliverer:
             receipt_handle=record.receipt_handle, queue_url=queue_url,
             in_doubt=[rcpt for r in failures if r.status is Status.IN_DOUBT
                       for rcpt in r.recipients])
-        logger.warning(f"deferred: retry in {delay}s (receive {receive_count}): {reason}",
-                       extra={"retry_delay": delay, "receive_count": receive_count})
+        if not held:
+            logger.warning(f"deferred: retry in {delay}s (attempt {receive_count}): {reason}",
+                           extra={"retry_delay": delay, "receive_count": receive_count})
         raise MessageDeferred(reason)
+
+    def _say_held(self, envelope: Envelope, result: SendResult, timing: Timing) -> None:
+        """The one maillog line a minute (per execution environment) that says mail is
+        held by a configuration error, in Postfix's words; the trail has every message."""
+        held = self.warm.alert.held()
+        if held is None:
+            return
+        delay, delays = timing.delays(utc_now())
+        text = (f"mail system configuration error: {result.reason}; {held} message(s) held "
+                "since the last such line, none bounced, retried until it is fixed")
+        self.report.line(maillog.SMTP, maillog.delivery(
+            envelope.queue_id, result.recipients[0], relay=self.report.relay, delay=delay,
+            delays=delays, dsn=CONFIGURATION_STATUS, status="deferred", text=text),
+            "error", dsn=CONFIGURATION_STATUS, status="deferred", held_messages=held,
+            reason=result.reason)
 
     def _give_up(self, envelope: Envelope, reason: str, pending: list[str],
                  receive_count: int) -> NoReturn:
@@ -672,6 +769,8 @@ class Deliverer:
                 effective_class(result.failure, receive_count).defers):
             self._give_up(envelope, f"the bounce to <{envelope.mail_from}> was refused: "
                           f"{result.reason}", list(recipients), receive_count)
+        if result.no_time:  # the bounce did not fit this invocation: the next one
+            self._return_unstarted(record, envelope, [result])
         if result.status is not Status.SENT:
             self._defer(record, envelope, receive_count, seen,
                         [replace(result, reason=f"the bounce to <{envelope.mail_from}> was "

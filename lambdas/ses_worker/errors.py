@@ -1,17 +1,23 @@
 """Error classes in Postfix's terms: what a failed send means for the message.
 
 Postfix sorts every delivery failure into "deferred" (try again later) or "bounced"
-(return to sender). SES adds a third situation an operator must act on: sending paused
-for the whole account. Anything this module does not recognise defers, as Postfix
-does with an unexpected problem: retrying is safe, losing mail is not.
+(return to sender), and knows a third case: a mail system configuration error (4.3.5),
+which is about the system, not the message, so mail stays queued until an operator
+fixes it. Here that is SES refusing the account or its configuration: IAM denies the
+send, sending is paused or the account suspended, the MAIL FROM domain, a configured
+sending identity or ses_bounce_sender is not verified, or the account is in the SES
+sandbox and a recipient is not verified. Anything this module does not recognise
+defers, as Postfix does with an unexpected problem: retrying is safe, losing mail is not.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sesrelay import ses_identities
 from sesrelay.aws import certainly_not_done, error_code
 
 
@@ -20,7 +26,7 @@ class ErrorClass(enum.Enum):
 
     THROTTLED = "throttled"  # SES rate or quota: defer with backoff
     TRANSIENT = "transient"  # 5xx, network, unknown: defer with backoff
-    PAUSED = "paused"  # account-wide stop: defer slowly and alarm
+    CONFIGURATION = "configuration"  # account or configuration: hold, never bounce, alarm
     UNVERIFIED = "unverified"  # identity not (yet) verified: defer a few times, then bounce
     PERMANENT = "permanent"  # SES will never take it: bounce
 
@@ -33,12 +39,20 @@ class ErrorClass(enum.Enum):
 THROTTLING_CODES = frozenset({
     "TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException",
 })
-PAUSED_CODES = frozenset({
+CONFIGURATION_CODES = frozenset({
     "AccountSuspendedException", "SendingPausedException",
     # The custom MAIL FROM domain lost its verification: every message fails until an
     # operator fixes DNS, so it is an account-wide stop, not the sender's fault.
     "MailFromDomainNotVerifiedException",
+    # IAM: the worker's role may not send (as this identity, or at all).
+    "AccessDenied", "AccessDeniedException",
 })
+# RFC 3463: mail system configuration error (Postfix's wording for the same case).
+CONFIGURATION_STATUS = "4.3.5"
+# SES names the identities that failed its check: "Email address is not verified. The
+# following identities failed the check in region US-EAST-1: a@b.example, c.example".
+_FAILED_IDENTITIES = re.compile(r"failed the check in region [^:]*:(.*)$", re.IGNORECASE)
+_ADDRESS = re.compile(r"[^\s,:;<>]+@[^\s,:;<>]+")
 # Enhanced status codes (RFC 3463) for the DSN of each permanent SES error.
 PERMANENT_STATUS = {
     "MessageRejected": "5.7.1",  # delivery not authorized, message refused
@@ -105,8 +119,8 @@ def classify(exc: ClientError | BotoCoreError) -> SendFailure:
     message = str(error.get("Message", ""))
     if code in THROTTLING_CODES:
         return SendFailure(ErrorClass.THROTTLED, code, message)
-    if code in PAUSED_CODES:
-        return SendFailure(ErrorClass.PAUSED, code, message)
+    if code in CONFIGURATION_CODES or "not authorized to perform" in message:
+        return SendFailure(ErrorClass.CONFIGURATION, code, message, CONFIGURATION_STATUS)
     if code == "MessageRejected" and "not verified" in message.lower():
         return SendFailure(ErrorClass.UNVERIFIED, code, message, PERMANENT_STATUS[code])
     if code in PERMANENT_STATUS:
@@ -120,3 +134,34 @@ def effective_class(failure: SendFailure, receive_count: int) -> ErrorClass:
     if failure.kind is ErrorClass.UNVERIFIED and receive_count >= UNVERIFIED_MAX_RECEIVES:
         return ErrorClass.PERMANENT
     return failure.kind
+
+
+def failed_identities(message: str) -> list[str]:
+    """The identities an SES "not verified" rejection names, lower-cased."""
+    listed = _FAILED_IDENTITIES.search(message)
+    if listed:
+        return [i.strip().lower() for i in listed.group(1).split(",") if i.strip()]
+    return [a.lower() for a in _ADDRESS.findall(message)]
+
+
+def systemic(failure: SendFailure, sender: str, recipients: list[str],
+             identities: tuple[str, ...], dsn: bool = False) -> SendFailure:
+    """failure, or a configuration error when an identity SES found not verified is
+    the system's fault rather than the sender's: a recipient (the account is in the SES
+    sandbox), ses_bounce_sender (dsn: a bounce), or a sender that ses_identities says is
+    verified. A sender outside ses_identities keeps its own class: its mail bounces."""
+    if failure.kind is not ErrorClass.UNVERIFIED:
+        return failure
+    named = failed_identities(failure.message)
+    cause = ""
+    if any(r.lower() in named for r in recipients):
+        cause = "the SES account is in the sandbox and a recipient is not verified"
+    elif dsn:
+        cause = f"ses_bounce_sender <{sender}> is not a verified SES identity"
+    elif sender and ses_identities.covers(identities, sender):
+        cause = (f"<{sender}> is covered by ses_identities but SES has not verified "
+                 "its identity")
+    if not cause:
+        return failure
+    return SendFailure(ErrorClass.CONFIGURATION, failure.code, f"{failure.message} ({cause})",
+                       CONFIGURATION_STATUS)

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ses_worker import warm
 from ses_worker.delivery import Deliverer
 from ses_worker.observability import logger, metrics
 from sesrelay.config import load_config
@@ -32,7 +33,15 @@ MAX_CONCURRENT_RECORDS = 10
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Deliver an SQS batch; return {"batchItemFailures": [...]} for records to retry."""
-    deliverer = Deliverer(load_config(), context)
+    # warm.WARM outlives the invocation: the execution environment's share of the send
+    # rate and what SES said about the account.
+    return deliver_batch(event, context, warm.WARM)
+
+
+def deliver_batch(event: dict[str, Any], context: LambdaContext,
+                  environment: warm.Warm) -> dict[str, Any]:
+    """Deliver an SQS batch in an execution environment whose state is environment."""
+    deliverer = Deliverer(load_config(), context, environment)
     records = event.get("Records", [])
     # A batch in which every record fails is answered like any other (each record has
     # its own retry delay), not turned into a failed invocation.

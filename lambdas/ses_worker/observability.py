@@ -24,7 +24,7 @@ _metrics_lock = threading.Lock()
 
 
 def count(name: str, value: int = 1) -> None:
-    """Add to a count metric (Sent, Deferred, Bounced, Failed, SendingPaused)."""
+    """Add to a count metric (Sent, Deferred, Bounced, Failed, ConfigurationError)."""
     with _metrics_lock:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 

@@ -24,12 +24,11 @@ from ses_worker.errors import ErrorClass, SendFailure, SendUnknown, classify_sen
 from ses_worker.observability import milliseconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from sesrelay.config import Config
+from sesrelay.send_rate import MAX_RECIPIENTS_PER_CALL
 from sesrelay.ses_headers import NO_REQUEST, RESERVED_TAGS, SesRequest
 from sesrelay.telemetry import SES_LATENCY
 from sesrelay.trail import ATTEMPT_TAG, QUEUE_ID_TAG
 
-# SES v2 SendEmail accepts at most 50 destination addresses per call.
-MAX_RECIPIENTS_PER_CALL = 50
 # SES message tags: ASCII letters, digits, '_' and '-', at most 256 characters.
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TAG_MAX = 256
@@ -76,6 +75,11 @@ def email_tags(config: Config, queue_id: str, attempt: str,
     return tags
 
 
+class NotStarted(Exception):
+    """The send was not started: its turn under the rate limit would come too late for
+    this invocation. SES was not called."""
+
+
 class SesSender:
     """Sends raw messages through SES v2 at no more than the configured rate."""
 
@@ -90,7 +94,9 @@ class SesSender:
              attempt: str, time_left: Callable[[], float]) -> str:
         """Send outgoing to recipients with sender as envelope sender ("" for <>); return
         the SES MessageId. Raises SendFailure when SES certainly did not accept it, and
-        SendUnknown when it may have. time_left() is the seconds a retry may still use."""
+        SendUnknown when it may have, and NotStarted when its turn under the rate limit
+        would come after time_left(), the seconds this invocation can still wait before
+        a send (or a retry) must have started."""
         request: dict[str, Any] = {
             "Destination": {"ToAddresses": recipients},
             "Content": {"Raw": {"Data": outgoing.raw}},
@@ -104,8 +110,13 @@ class SesSender:
             request["ConfigurationSetName"] = self.config.ses_configuration_set
         if self.config.ses_identity_arn:
             request["FromEmailAddressIdentityArn"] = self.config.ses_identity_arn
+        last: SendFailure | None = None
         for retry in range(QUICK_RETRIES + 1):
-            self.limiter.acquire(len(recipients))
+            if self.limiter.acquire(len(recipients), budget=time_left()) is None:
+                if last is not None:  # a quick retry that no longer fits: it stands
+                    raise last
+                raise NotStarted(f"too little time left in this invocation to wait for "
+                                 f"{len(recipients)} recipient(s) at {self.limiter.rate:g}/s")
             started = time.monotonic()
             try:
                 response = self.ses.send_email(**request)
@@ -114,6 +125,7 @@ class SesSender:
                 if isinstance(outcome, SendUnknown) or not self._quick_retry(
                         outcome, retry, time_left):
                     raise outcome from exc
+                last = outcome
                 continue
             finally:
                 milliseconds(SES_LATENCY, (time.monotonic() - started) * 1000)

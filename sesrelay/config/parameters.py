@@ -400,8 +400,10 @@ class Config:
         "The verified address (covered by ses_identities) that ses_unverified_sender = "
         "rewrite sends as; required with rewrite.", SES)
     ses_max_send_rate: float = _param(values.parse_float, "14",
-                                      "Recipients per second, as SES counts them (0: no limit).",
-                                      SES)
+                                      "Recipients per second, as SES counts them, for all "
+                                      "workers together: an upper bound on the account's "
+                                      "MaxSendRate, which the worker reads from SES (0: the "
+                                      "account's rate alone).", SES)
     ses_bounce_sender: str = _param(values.parse_text, "MAILER-DAEMON@$mydomain",
                                     "From address of delivery status notifications.", SES)
     ses_email_tags: tuple[values.EmailTag, ...] = _param(

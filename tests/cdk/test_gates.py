@@ -211,3 +211,15 @@ def test_a_worker_timeout_too_short_for_the_largest_message_fails_synth(offline:
     with pytest.raises(SettingsError, match=r"environments\.dev\.worker\.timeout_seconds: 40 s "
                                             r"is too short.*message_size_limit"):
         cdk_app.create_app(context)
+
+
+def test_a_worker_timeout_that_cannot_wait_for_a_full_call_at_its_rate_fails_synth(
+        offline: None) -> None:
+    """At 1 recipient/s shared by two concurrent workers, a 50-recipient SendEmail waits
+    100 s for its turn: a 60 s function could never start it."""
+    context = _context_with("dev", {"ses_max_send_rate": 1})
+    context["environments"]["dev"]["worker"] = {"timeout_seconds": 60, "max_concurrency": 2}
+    with pytest.raises(SettingsError, match=r"environments\.dev\.worker\.timeout_seconds: "
+                                            r"60 s is too short.*100 s for its turn.*"
+                                            r"1/s over 2 concurrent workers"):
+        cdk_app.create_app(context)

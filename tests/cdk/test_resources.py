@@ -13,7 +13,9 @@ from aws_cdk.assertions import Match, Template
 from sesrelay import telemetry
 from sesrelay.commit import COMMIT_PREFIX
 from sesrelay.config import env_name, to_environment
+from sesrelay.send_rate import CONCURRENCY_ENV
 from sesrelay.spool import KEY_PREFIX
+from sesrelay.timeouts import worker_timing
 from stacks.environment import CONTAINER_PORT, SMTP_PORT, SMTPS_CONTAINER_PORT, SMTPS_PORT
 from stacks.monitoring import SES_BOUNCE_RATE, SES_COMPLAINT_RATE
 from tests.cdk.conftest import CONSUMER_ACCOUNT, IMPORTED_CIDRS
@@ -321,7 +323,8 @@ def test_worker_iam_is_least_privilege(deployments: dict[str, Deployment]) -> No
         config = deployment.settings.config
         for statement in statements:
             assert statement["Effect"] == "Allow"
-            assert statement["Resource"] != "*"
+            # GetAccount has no resource type: IAM takes it only on "*".
+            assert statement["Resource"] != "*" or _actions(statement) == ["ses:GetAccount"]
             assert not any(a.endswith("*") for a in _actions(statement))
         [ses] = [s for s in statements if "ses:SendRawEmail" in _actions(s)]
         resources = json.dumps(ses["Resource"])
@@ -333,6 +336,34 @@ def test_worker_iam_is_least_privilege(deployments: dict[str, Deployment]) -> No
         assert set(_actions(s3)) <= {"s3:GetObject", "s3:GetObjectTagging",
                                      "s3:PutObjectTagging", "s3:DeleteObject", "s3:PutObject"}
         assert f"/{KEY_PREFIX}*" in json.dumps(s3["Resource"])
+
+
+def test_worker_may_read_the_account_and_check_the_bounce_sender(
+        deployments: dict[str, Deployment]) -> None:
+    """At a cold start the worker reads GetAccount (rate, sandbox) and asks whether
+    ses_bounce_sender's address or its domain is verified, and nothing more."""
+    for deployment in deployments.values():
+        statements = _role_statements(deployment, "WorkerRole")
+        [check] = [s for s in statements if "ses:GetEmailIdentity" in _actions(s)]
+        assert _actions(check) == ["ses:GetEmailIdentity"]
+        sender = deployment.settings.config.ses_bounce_sender
+        resources = json.dumps(check["Resource"])
+        assert resources.count(":identity/") == 2
+        assert f":identity/{sender}\"" in resources
+        assert f":identity/{sender.rpartition('@')[2]}\"" in resources
+        assert any(_actions(s) == ["ses:GetAccount"] for s in statements)
+
+
+def test_each_worker_knows_its_share_of_the_account_rate(
+        deployments: dict[str, Deployment]) -> None:
+    for deployment in deployments.values():
+        mapping = deployment.one("AWS::Lambda::EventSourceMapping", "Worker")
+        concurrency = mapping["ScalingConfig"]["MaximumConcurrency"]
+        assert _lambda_env(deployment)[CONCURRENCY_ENV] == str(concurrency)
+        timeout = deployment.one("AWS::Lambda::Function", "Worker")["Timeout"]
+        assert _main_queue(deployment)["VisibilityTimeout"] == worker_timing(
+            timeout, deployment.settings.config.message_size_limit,
+            deployment.settings.config.ses_max_send_rate, concurrency).visibility_timeout
 
 
 def test_relay_task_role_may_only_spool_and_write_commit_records(
@@ -381,7 +412,7 @@ def test_alarms_notify_the_encrypted_topic(deployments: dict[str, Deployment]) -
         alarms = _alarms(deployment)
         assert set(alarms) == {"dlq-not-empty", "oldest-message-too-old",
                                "healthy-below-desired", "worker-errors",
-                               "ses-sending-paused", "ses-bounce-rate",
+                               "configuration-error", "ses-bounce-rate",
                                "ses-complaint-rate", "service-at-max-tasks",
                                "oldest-unfinished-message"} | (
             {"events-dlq-not-empty"} if deployment.has_events else set())
@@ -392,6 +423,15 @@ def test_alarms_notify_the_encrypted_topic(deployments: dict[str, Deployment]) -
         assert alarms["ses-bounce-rate"]["Threshold"] == SES_BOUNCE_RATE == 0.05
         assert alarms["ses-complaint-rate"]["Threshold"] == SES_COMPLAINT_RATE == 0.001
         assert alarms["dlq-not-empty"]["Threshold"] == 1
+        configuration = alarms["configuration-error"]
+        [query] = configuration["Metrics"]  # labelled: a metric query
+        stat = query["MetricStat"]
+        assert stat["Metric"]["MetricName"] == telemetry.CONFIGURATION_ERROR
+        assert stat["Metric"]["Dimensions"] == [{"Name": "service",
+                                                 "Value": telemetry.SERVICE_WORKER}]
+        # Fires within five minutes: one one-minute period at or above 1.
+        assert stat["Period"] * configuration["EvaluationPeriods"] <= 300
+        assert (stat["Stat"], configuration["Threshold"]) == ("Sum", 1)
         assert alarms["service-at-max-tasks"]["Threshold"] == \
             deployment.settings.service.max_tasks
         unfinished = alarms["oldest-unfinished-message"]

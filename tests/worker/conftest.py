@@ -14,11 +14,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import RawMessage, ses_backends
 
+from ses_worker import warm
 from ses_worker.handler import handler
 from ses_worker.observability import logger
 from sesrelay import aws, trail
@@ -81,9 +83,11 @@ class Spool:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
         return envelope
 
-    def receive(self) -> dict[str, Any]:
-        """Receive up to 10 messages into an SQS event, exactly as Lambda shapes it."""
-        response = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+    def receive(self, batch_size: int = 10) -> dict[str, Any]:
+        """Receive up to batch_size messages into an SQS event, exactly as Lambda shapes
+        it."""
+        response = self.sqs.receive_message(QueueUrl=self.queue_url,
+                                            MaxNumberOfMessages=batch_size,
                                             AttributeNames=["All"])
         return {"Records": [{
             "messageId": m["MessageId"],
@@ -132,7 +136,9 @@ def sent_messages() -> list[RawMessage]:
 
 @pytest.fixture
 def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Environment of the worker Lambda, and nothing from the developer's shell."""
+    """Environment of the worker Lambda, and nothing from the developer's shell; each
+    test starts in a new execution environment (ses_worker.warm)."""
+    monkeypatch.setattr(warm, "WARM", warm.Warm())
     for name in list(os.environ):
         if name.startswith(("SESRELAY_", "AWS_ENDPOINT_URL", "AWS_PROFILE")):
             monkeypatch.delenv(name)
@@ -217,6 +223,21 @@ def fail_sends(code: str, text: str, when: Callable[[dict[str, Any]], bool] = la
 
     sesv2().meta.events.register("before-parameter-build.sesv2.SendEmail", answer)
     return failed
+
+
+def emulate_get_account(production_access: bool = True, max_send_rate: float = 14.0,
+                        sending_enabled: bool = True) -> None:
+    """Answer the worker's SES v2 GetAccount, which moto does not emulate, as SES would
+    for an account with these settings."""
+    parsed = {"ProductionAccessEnabled": production_access, "SendingEnabled": sending_enabled,
+              "SendQuota": {"MaxSendRate": max_send_rate, "Max24HourSend": 50000.0,
+                            "SentLast24Hours": 0.0},
+              "EnforcementStatus": "HEALTHY", "DedicatedIpAutoWarmupEnabled": False}
+
+    def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        return AWSResponse("https://email.us-east-1.amazonaws.com", 200, {}, None), parsed
+
+    sesv2().meta.events.register("before-call.sesv2.GetAccount", answer)
 
 
 def to(address: str) -> Callable[[dict[str, Any]], bool]:

@@ -9,10 +9,11 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from ses_worker.backoff import MAX_DELAY, paused_delay, retry_delay
-from ses_worker.errors import ErrorClass, classify, effective_class
+from ses_worker.errors import ErrorClass, classify, effective_class, systemic
 from ses_worker.message import strip_blind_headers
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.sending import recipient_chunks, tag_value
+from sesrelay.send_rate import worker_share
 
 
 @pytest.mark.parametrize(("receive_count", "base"), [
@@ -51,12 +52,30 @@ class FakeClock:
             self.now += seconds
 
 
-def test_rate_limiter_allows_one_second_burst_then_paces_by_recipients() -> None:
+def test_rate_limiter_starts_empty_then_holds_one_second_and_paces_by_recipients() -> None:
     clock = FakeClock()
     limiter = RecipientRateLimiter(14, clock=clock.time, sleep=clock.sleep)
-    assert limiter.acquire(14) == 0  # a full bucket
+    assert limiter.acquire(7) == pytest.approx(0.5)  # a new environment bursts nothing
+    clock.now += 10  # idle: the bucket fills to one second's worth, no more
+    assert limiter.acquire(14) == 0
     assert limiter.acquire(7) == pytest.approx(0.5)
     assert limiter.acquire(50) == pytest.approx(50 / 14)  # larger than the bucket: debt
+
+
+def test_rate_limiter_refuses_a_wait_longer_than_the_budget_and_books_nothing() -> None:
+    clock = FakeClock()
+    limiter = RecipientRateLimiter(10, clock=clock.time, sleep=clock.sleep)
+    assert limiter.acquire(50, budget=4.9) is None
+    assert clock.now == 0
+    assert limiter.acquire(10, budget=1.0) == pytest.approx(1.0)  # nothing was booked
+
+
+def test_rate_limiter_takes_a_new_rate_and_keeps_its_balance() -> None:
+    clock = FakeClock()
+    limiter = RecipientRateLimiter(0, clock=clock.time, sleep=clock.sleep)
+    assert limiter.acquire(1000) == 0
+    limiter.set_rate(14 / 3)
+    assert limiter.acquire(14) == pytest.approx(3.0)
 
 
 def test_rate_limiter_holds_the_rate_across_threads() -> None:
@@ -69,8 +88,8 @@ def test_rate_limiter_holds_the_rate_across_threads() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    # 40 recipients at 10/s with 10 in the bucket: the last waits 3 s, each its own slot.
-    assert sorted(waits) == pytest.approx([0, 0, 0.5, 1, 1.5, 2, 2.5, 3])
+    # 40 recipients at 10/s from an empty bucket: the last waits 4 s, each its own slot.
+    assert sorted(waits) == pytest.approx([0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4])
 
 
 def test_rate_limit_zero_means_unlimited() -> None:
@@ -99,10 +118,13 @@ def _client_error(code: str, message: str = "", status: int = 400) -> ClientErro
     ("Throttling", "Daily message quota exceeded.", ErrorClass.THROTTLED, None),
     ("LimitExceededException", "", ErrorClass.THROTTLED, None),
     ("InternalServiceErrorException", "", ErrorClass.TRANSIENT, None),
-    ("AccessDeniedException", "not authorized", ErrorClass.TRANSIENT, None),
-    ("SendingPausedException", "", ErrorClass.PAUSED, None),
-    ("AccountSuspendedException", "", ErrorClass.PAUSED, None),
-    ("MailFromDomainNotVerifiedException", "", ErrorClass.PAUSED, None),
+    ("AccessDeniedException", "User: arn:aws:sts::123456789012:assumed-role/w/f is not "
+     "authorized to perform: ses:SendEmail on resource: arn:aws:ses:us-east-1:"
+     "123456789012:identity/example.com", ErrorClass.CONFIGURATION, "4.3.5"),
+    ("AccessDenied", "", ErrorClass.CONFIGURATION, "4.3.5"),
+    ("SendingPausedException", "", ErrorClass.CONFIGURATION, "4.3.5"),
+    ("AccountSuspendedException", "", ErrorClass.CONFIGURATION, "4.3.5"),
+    ("MailFromDomainNotVerifiedException", "", ErrorClass.CONFIGURATION, "4.3.5"),
     ("MessageRejected", "Email address is not verified.", ErrorClass.UNVERIFIED, "5.7.1"),
     ("MessageRejected", "Illegal header", ErrorClass.PERMANENT, "5.7.1"),
     ("BadRequestException", "Illegal address", ErrorClass.PERMANENT, "5.5.4"),
@@ -126,6 +148,42 @@ def test_unverified_identity_bounces_from_the_third_receive() -> None:
     failure = classify(_client_error("MessageRejected", "Email address is not verified."))
     assert [effective_class(failure, n).defers for n in (1, 2, 3, 4)] == [
         True, True, False, False]
+
+
+SES_UNVERIFIED = ("Email address is not verified. The following identities failed the "
+                  "check in region US-EAST-1: {}")
+
+
+@pytest.mark.parametrize(("named", "sender", "dsn", "kind"), [
+    # The account is in the sandbox: a recipient is not verified.
+    ("Bob@Example.org", "app@example.com", False, ErrorClass.CONFIGURATION),
+    # ses_identities says example.com is verified; SES does not agree.
+    ("app@example.com", "app@example.com", False, ErrorClass.CONFIGURATION),
+    # ses_bounce_sender cannot send.
+    ("mailer-daemon@relay.example.net", "MAILER-DAEMON@relay.example.net", True,
+     ErrorClass.CONFIGURATION),
+    # A sender ses_identities does not cover: the sender's mistake, bounced in the end.
+    ("app@elsewhere.example", "app@elsewhere.example", False, ErrorClass.UNVERIFIED),
+])
+def test_unverified_identities_of_the_system_are_configuration_errors(
+        named: str, sender: str, dsn: bool, kind: ErrorClass) -> None:
+    failure = systemic(classify(_client_error("MessageRejected", SES_UNVERIFIED.format(named))),
+                       sender, ["bob@example.org"], ("example.com",), dsn=dsn)
+    assert failure.kind is kind
+    assert failure.status == ("4.3.5" if kind is ErrorClass.CONFIGURATION else "5.7.1")
+
+
+@pytest.mark.parametrize(("configured", "account", "concurrency", "share"), [
+    (14, 14, 3, 14 / 3),
+    (0, 14, 3, 14 / 3),  # no configured rate: the account's
+    (5, 14, 1, 5),  # the configured rate is an upper bound
+    (100, 14, 2, 7),  # and never raises the account's
+    (14, None, 2, 7),  # GetAccount unavailable: the configured rate
+    (0, None, 3, 0),  # neither: no limit
+])
+def test_the_account_rate_is_shared_by_the_environments(
+        configured: float, account: float | None, concurrency: int, share: float) -> None:
+    assert worker_share(configured, account, concurrency) == pytest.approx(share)
 
 
 def test_chunks_hold_each_recipient_once() -> None:
