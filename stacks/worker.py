@@ -115,6 +115,9 @@ class Worker(Construct):
             actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                      "dynamodb:DeleteItem"],
             resources=[self.idempotency_table.table_arn]))
+        # A deferral is a delayed copy of the envelope on the same queue
+        # (ses_worker/requeue.py), so deferred mail never waits in flight.
+        queue.grant_send_messages(role)
         trail.grant_worker(role)
         acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"
                           f"{KEY_PREFIX}*]",

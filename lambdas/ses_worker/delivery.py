@@ -4,9 +4,10 @@ deferred, bounced or left for the dead-letter queue.
 Outcomes, in Postfix's terms:
 - sent: every recipient accepted by SES. The MessageIds are logged, and the message is
   kept in S3 or not per sesrelay_spool_retention.
-- deferred: a retryable failure, or a send whose outcome is not known yet. The record's
-  visibility timeout becomes the backoff delay and the record is reported as a batch
-  item failure, so SQS redelivers it.
+- deferred: a retryable failure, or a send whose outcome is not known yet. A copy of the
+  envelope goes back on the queue, delayed by the backoff (ses_worker.requeue), and the
+  record is done; a short delay instead becomes the record's visibility timeout and the
+  record is reported as a batch item failure, so SQS redelivers it.
 - bounced: a permanent failure (or the queue lifetime ran out): an RFC 3464 DSN goes
   to the envelope sender and the record is done.
 - undeliverable: cannot be sent nor bounced (null sender, soft_bounce, the bounce
@@ -58,6 +59,7 @@ from ses_worker.message import (
 from ses_worker.observability import count, log_keys, logger, seconds
 from ses_worker.ratelimit import RecipientRateLimiter
 from ses_worker.report import Report, Timing, first_seen
+from ses_worker.requeue import Hop, Requeued, Requeuer, attempt_number
 from ses_worker.sending import Outgoing, SesSender, recipient_chunks
 from ses_worker.settle import Settler, Verdict
 from sesrelay import aws, commit, maillog, ses_headers, trail
@@ -231,6 +233,7 @@ class Deliverer:
             reader = TrailReader(self.dynamodb, config.sesrelay_trail_table)
         self.report = Report(config, writer)
         self.settler = Settler(config, reader)
+        self.requeuer = Requeuer()
 
     # The record ---------------------------------------------------------------------
 
@@ -251,7 +254,16 @@ class Deliverer:
             return
         with log_keys(queue_id=envelope.queue_id, sqs_message_id=record.message_id):
             try:
+                if envelope.not_before:  # a deferred copy: due, or sent back for the rest
+                    hop = self.requeuer.hop(_queue_url(record.event_source_arn), envelope,
+                                            record.receipt_handle)
+                    if hop is Hop.SENT_BACK:
+                        return
+                    if hop is Hop.HELD:
+                        raise MessageDeferred("not due yet")
                 self._deliver(envelope, record)
+            except Requeued:
+                return  # its delayed copy is on the queue: this record is done
             except (MessageDeferred, MessageUndeliverable):
                 raise  # logged where decided
             except Exception:
@@ -262,8 +274,9 @@ class Deliverer:
                 self.report.flush(envelope.queue_id)
 
     def _deliver(self, envelope: Envelope, record: SQSRecord) -> None:
-        receive_count = int(record.attributes.approximate_receive_count or 1)
-        seen = first_seen(record.attributes, utc_now())
+        receive_count = attempt_number(
+            envelope, int(record.attributes.approximate_receive_count or 1))
+        seen = envelope.first_seen_at or first_seen(record.attributes, utc_now())
         if not self._claim(envelope, record, receive_count, seen):
             return
         self.report.received(envelope, record.message_id, receive_count)
@@ -603,7 +616,8 @@ class Deliverer:
 
     def _defer(self, record: SQSRecord, envelope: Envelope, receive_count: int,
                seen: datetime, failures: list[SendResult]) -> NoReturn:
-        """Retry later: set the record's visibility to the backoff delay and raise."""
+        """Retry later: a delayed copy of the envelope (raises Requeued), or the record's
+        visibility set to the backoff delay (raises MessageDeferred)."""
         minimal, maximal = self.config.minimal_backoff_time, self.config.maximal_backoff_time
         paused = any(r.failure is not None and r.failure.kind is ErrorClass.PAUSED
                      for r in failures)
@@ -615,13 +629,8 @@ class Deliverer:
         else:
             delay = retry_delay(receive_count, minimal, maximal)
         queue_url = _queue_url(record.event_source_arn)
-        try:
-            aws.client("sqs", budget=WORKER_AWS).change_message_visibility(
-                QueueUrl=queue_url, ReceiptHandle=record.receipt_handle,
-                VisibilityTimeout=delay)
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning(f"could not set the retry delay ({exc}); SQS retries after the "
-                           "queue's visibility timeout")
+        requeued = self.requeuer.defer(queue_url, record.receipt_handle, envelope,
+                                       receive_count, seen, delay)
         if paused:
             count(SENDING_PAUSED)
         count(DEFERRED)
@@ -637,11 +646,16 @@ class Deliverer:
         self.report.deferred(
             envelope, reason=reason, delay=delay, receive_count=receive_count,
             pending=[rcpt for r in failures for rcpt in r.recipients],
-            receipt_handle=record.receipt_handle, queue_url=queue_url,
+            # A deleted record's handle can do nothing: sesrelay flush says so.
+            receipt_handle="" if requeued else record.receipt_handle, queue_url=queue_url,
             in_doubt=[rcpt for r in failures if r.status is Status.IN_DOUBT
                       for rcpt in r.recipients])
-        logger.warning(f"deferred: retry in {delay}s (receive {receive_count}): {reason}",
-                       extra={"retry_delay": delay, "receive_count": receive_count})
+        logger.warning(f"deferred: retry in {delay}s (attempt {receive_count}"
+                       f"{', re-enqueued' if requeued else ''}): {reason}",
+                       extra={"retry_delay": delay, "receive_count": receive_count,
+                              "requeued": requeued})
+        if requeued:
+            raise Requeued(reason)
         raise MessageDeferred(reason)
 
     def _give_up(self, envelope: Envelope, reason: str, pending: list[str],
