@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ses_worker.backoff import MAX_DELAY
 from ses_worker.observability import logger
 from sesrelay import aws
-from sesrelay.spool import CONTRACT_VERSION, INLINE_LIMIT, Envelope, utc_now
+from sesrelay.spool import CONTRACT_VERSION, Envelope, utc_now
 from sesrelay.timeouts import WORKER_AWS, WORKER_REQUEUE
 
 # Deferrals up to this long stay visibility changes: one request instead of a SendMessage
@@ -121,15 +121,11 @@ class Requeuer:
         return Hop.HELD
 
     def _enqueue(self, queue_url: str, copy: Envelope, delay: int) -> bool:
-        body = copy.to_json()
-        if len(body.encode()) > INLINE_LIMIT:
-            # The few dozen bytes the copy adds took an envelope at the limit over it.
-            logger.warning("the deferred copy would not fit one SQS message: deferred in "
-                           "flight instead")
-            return False
         try:
+            # SQS refuses a copy over the queue's message size (the few dozen bytes a
+            # copy adds can take an inline envelope at the limit over it): in flight, then.
             aws.client("sqs", budget=WORKER_REQUEUE).send_message(
-                QueueUrl=queue_url, MessageBody=body,
+                QueueUrl=queue_url, MessageBody=copy.to_json(),
                 DelaySeconds=min(delay, SQS_MAX_DELAY))
         except (ClientError, BotoCoreError) as exc:
             logger.warning(f"could not re-enqueue the message ({exc}): deferred in flight "

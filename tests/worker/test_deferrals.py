@@ -20,7 +20,7 @@ from moto.sqs.models import sqs_backends
 
 from ses_worker.requeue import IN_FLIGHT_MAX_DELAY, SQS_MAX_DELAY, Requeuer
 from sesrelay import aws
-from sesrelay.spool import Envelope, utc_now
+from sesrelay.spool import INLINE_LIMIT, Envelope, spool_envelope, utc_now
 from sesrelay.timeouts import WORKER_AWS, WORKER_REQUEUE
 from tests.worker.conftest import (
     BUCKET,
@@ -305,3 +305,44 @@ def test_a_copy_that_crashes_the_worker_every_time_reaches_the_dlq(
     assert spool.receive()["Records"] == []  # the fourth receive finds it moved
     [poison] = spool.sqs.receive_message(QueueUrl=dlq)["Messages"]
     assert Envelope.from_json(poison["Body"]).attempts == 1
+
+
+def nearly_full_message() -> bytes:
+    """A message whose inline envelope (as Spool.put writes it) fills one SQS message to
+    within a few dozen bytes: the fields a copy adds would take it over."""
+    def envelope_size(raw: bytes) -> int:
+        fields = {"queue_id": "0" * 16, "mail_from": "sender@example.com",
+                  "rcpt_to": ("alice@example.org",), "size": len(raw),
+                  "client_address": "192.0.2.10", "client_helo": "client.example.com",
+                  "received_at": utc_now().isoformat()}
+        envelope, body = spool_envelope(fields, raw, BUCKET, "key")
+        return len(body) if envelope.inline else INLINE_LIMIT + 1
+
+    low, high = 0, INLINE_LIMIT
+    while low < high:  # the longest body whose envelope still travels inline
+        middle = (low + high + 1) // 2
+        if envelope_size(message(body="x" * middle)) <= INLINE_LIMIT:
+            low = middle
+        else:
+            high = middle - 1
+    raw = message(body="x" * low)
+    assert INLINE_LIMIT - 60 < envelope_size(raw) <= INLINE_LIMIT
+    return raw
+
+
+@pytest.mark.usefixtures("long_backoff")
+def test_a_copy_too_large_for_one_sqs_message_leaves_the_record_in_flight(
+        spool: Spool) -> None:
+    # A queue that keeps SQS's classic 256 KiB limit (new queues take 1 MiB) refuses it.
+    spool.sqs.set_queue_attributes(QueueUrl=spool.queue_url,
+                                   Attributes={"MaximumMessageSize": str(INLINE_LIMIT)})
+    fail_transiently(times=1)
+    envelope = spool.put(nearly_full_message(), ["alice@example.org"])
+    assert envelope.inline
+    event = spool.receive()
+    assert spool.invoke(event) == {event["Records"][0]["messageId"]}  # kept, not deleted
+    assert (spool.in_flight(), spool.delayed()) == (1, 0)
+
+    make_visible(spool, event)
+    assert spool.invoke(spool.receive()) == set()
+    assert len(sent_messages()) == 1
