@@ -346,3 +346,18 @@ def test_a_copy_too_large_for_one_sqs_message_leaves_the_record_in_flight(
     make_visible(spool, event)
     assert spool.invoke(spool.receive()) == set()
     assert len(sent_messages()) == 1
+
+
+def test_a_hop_that_cannot_be_stored_holds_the_record_until_it_is_due(
+        spool: Spool) -> None:
+    envelope = spool.put(message(), ["alice@example.org"])
+    handle = spool.receive()["Records"][0]["receiptHandle"]
+    assert Requeuer().defer(spool.queue_url, handle, envelope, 1, utc_now(), 3000)
+    spool.sqs.delete_message(QueueUrl=spool.queue_url, ReceiptHandle=handle)
+    lose_requeue_answers(acted=False)  # SQS takes no copy from now on
+
+    spool.pass_time(SQS_MAX_DELAY)
+    event = spool.receive()
+    assert spool.invoke(event) == {event["Records"][0]["messageId"]}  # kept, not deleted
+    assert (spool.in_flight(), spool.delayed()) == (1, 0)
+    assert sent_messages() == []  # not due: not tried
