@@ -17,7 +17,7 @@ EMF_METRICS = {
                               telemetry.SPOOL_LATENCY),
     telemetry.SERVICE_WORKER: (telemetry.SENT, telemetry.BOUNCED, telemetry.FAILED,
                                telemetry.DEFERRED, telemetry.SES_LATENCY,
-                               telemetry.SENDING_PAUSED, telemetry.SENDS_IN_DOUBT,
+                               telemetry.CONFIGURATION_ERROR, telemetry.SENDS_IN_DOUBT,
                                telemetry.DEFERRED_AGE),
     telemetry.SERVICE_EVENTS: tuple(telemetry.EVENT_METRICS.values()),
 }

@@ -13,6 +13,12 @@ the envelope is written: ``mail_from`` and ``rcpt_to`` are the addresses to send
 ``orig_mail_from`` / ``orig_rcpt_to`` keep what the client sent when rewriting changed
 anything (Postfix's orig_to). Both are optional, within version 2: a worker that does not
 know them ignores them, and an envelope without them means nothing was rewritten.
+
+A deferred message goes back on the queue as a copy of its envelope (the worker's
+ses_worker.requeue) carrying ``attempts``, ``first_seen`` and ``not_before``, optional
+within version 2 too: the relay never writes them, a worker that does not know them
+ignores them (it tries the copy at once and counts its attempts from one again, which
+only makes a retry early), and the message's lifetime still runs from ``received_at``.
 """
 
 from __future__ import annotations
@@ -122,6 +128,13 @@ class Envelope:
     # Optional in both directions: absent from older relays' envelopes, and ignored by
     # older workers, so relays and workers of either version can meet in a deployment.
     sasl_username: str = ""
+    # Set only on a copy the worker re-enqueued to defer the message (never by the
+    # relay): the delivery attempts made before this copy, when a worker first received
+    # the message (ISO 8601, UTC), and the time before which it is not to be tried again
+    # (SQS delays a message by 15 minutes at most: a copy received earlier goes back).
+    attempts: int = 0
+    first_seen: str = ""
+    not_before: str = ""
 
     def to_json(self) -> str:
         """The SQS message body."""
@@ -139,8 +152,9 @@ class Envelope:
                 data[name] = list(data[name]) if isinstance(data[name], tuple) else data[name]
             else:
                 del data[name]
-        if not self.sasl_username:
-            del data["sasl_username"]
+        for name in ("sasl_username", *_DEFERRAL_FIELDS):
+            if not data[name]:  # left out when unset: the relay's envelopes stay as they were
+                del data[name]
         return json.dumps(data, separators=(",", ":"))
 
     def original_recipient(self, recipient: str) -> str:
@@ -234,10 +248,42 @@ class Envelope:
         return cls(**{**{k: data[k] for k in expected}, "rcpt_to": tuple(data["rcpt_to"]),
                       "version": version, "body": body, "orig_mail_from": orig_mail_from,
                       "orig_rcpt_to": tuple(orig_rcpt_to), "sasl_username": sasl_username,
-                      **dsn})
+                      **dsn, **_deferral_fields(data)})
+
+    @property
+    def first_seen_at(self) -> datetime | None:
+        """first_seen as a datetime, or None when this is no re-enqueued copy."""
+        return datetime.fromisoformat(self.first_seen) if self.first_seen else None
+
+    @property
+    def not_before_at(self) -> datetime | None:
+        """not_before as a datetime, or None when the envelope may be tried at once."""
+        return datetime.fromisoformat(self.not_before) if self.not_before else None
 
 
 _DSN_FIELDS = ("ret", "envid", "notify", "orcpt")
+_DEFERRAL_FIELDS = ("attempts", "first_seen", "not_before")
+
+
+def _deferral_fields(data: dict[str, object]) -> dict[str, object]:
+    """The optional fields of a re-enqueued copy, checked."""
+    attempts = data.get("attempts", 0)
+    if type(attempts) is not int or attempts < 0:  # true is not 1
+        raise ContractError("envelope field 'attempts' is not a count")
+    found: dict[str, object] = {"attempts": attempts}
+    for name in ("first_seen", "not_before"):
+        value = data.get(name, "")
+        if not isinstance(value, str):
+            raise ContractError(f"envelope field {name!r} is not a str")
+        if value:
+            try:
+                stamp = datetime.fromisoformat(value)
+            except ValueError:
+                raise ContractError(f"envelope {name} {value!r} is not ISO 8601") from None
+            if stamp.tzinfo is None:
+                raise ContractError(f"envelope {name} {value!r} has no time zone")
+        found[name] = value
+    return found
 DSN_RET_VALUES = ("FULL", "HDRS")
 
 

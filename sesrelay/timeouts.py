@@ -164,3 +164,7 @@ def worker_timing(timeout: int, message_size: int, send_rate: float,
 
 # Other worker calls (S3, SQS visibility, DynamoDB): retried by botocore, all idempotent.
 WORKER_AWS = CallBudget(connect=3, read=10, attempts=3)
+# The worker's SendMessage of a deferred copy (ses_worker/requeue.py). Not idempotent:
+# botocore's retry after a lost answer can store the copy twice, which the commit record
+# and the send ledger make harmless, and the original is deleted only after an answer.
+WORKER_REQUEUE = CallBudget(connect=3, read=10, attempts=3)

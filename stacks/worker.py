@@ -144,6 +144,9 @@ class Worker(Construct):
             sid="CheckBounceSender", actions=["ses:GetEmailIdentity"],
             resources=_identity_arns(config, [bounce_sender,
                                               bounce_sender.rpartition("@")[2]])))
+        # A deferral is a delayed copy of the envelope on the same queue
+        # (ses_worker/requeue.py), so deferred mail never waits in flight.
+        queue.grant_send_messages(role)
         trail.grant_worker(role)
         acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self, bucket_arn)}.Arn>/"
                           f"{KEY_PREFIX}*]",

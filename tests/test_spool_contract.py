@@ -106,3 +106,23 @@ def test_the_sasl_user_is_optional_in_both_directions() -> None:
     data["sasl_username"] = 7
     with pytest.raises(ContractError, match="sasl_username"):
         Envelope.from_json(json.dumps(data))
+
+
+def test_the_fields_of_a_deferred_copy_are_optional_and_checked() -> None:
+    """The worker's re-enqueued copy carries attempts, first_seen and not_before; the
+    relay's envelopes carry none of them (byte for byte what they were), and a copy
+    stays version 2, so a worker of the previous release reads it too."""
+    plain = envelope(("a@example.org",))
+    data = json.loads(plain.to_json())
+    assert not {"attempts", "first_seen", "not_before"} & set(data)
+    now = utc_now()
+    data.update(attempts=3, first_seen=now.isoformat(), not_before=now.isoformat())
+    copy = Envelope.from_json(json.dumps(data))
+    assert (copy.attempts, copy.first_seen_at, copy.not_before_at) == (3, now, now)
+    assert copy.version == 2
+    assert Envelope.from_json(copy.to_json()) == copy
+    for name, bad, why in [("attempts", "3", "attempts"), ("attempts", True, "attempts"),
+                           ("attempts", -1, "attempts"), ("not_before", "soon", "ISO 8601"),
+                           ("first_seen", "2026-11-29T07:00:00", "time zone")]:
+        with pytest.raises(ContractError, match=why):
+            Envelope.from_json(json.dumps({**data, name: bad}))

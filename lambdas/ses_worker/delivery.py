@@ -4,9 +4,10 @@ deferred, bounced or left for the dead-letter queue.
 Outcomes, in Postfix's terms:
 - sent: every recipient accepted by SES. The MessageIds are logged, and the message is
   kept in S3 or not per sesrelay_spool_retention.
-- deferred: a retryable failure, or a send whose outcome is not known yet. The record's
-  visibility timeout becomes the backoff delay and the record is reported as a batch
-  item failure, so SQS redelivers it.
+- deferred: a retryable failure, or a send whose outcome is not known yet. A copy of the
+  envelope goes back on the queue, delayed by the backoff (ses_worker.requeue), and the
+  record is done; a short delay instead becomes the record's visibility timeout and the
+  record is reported as a batch item failure, so SQS redelivers it.
 - held: a mail system configuration error (ses_worker.errors): deferred by the longest
   backoff without advancing the message's retry schedule (ses_worker.holds), never
   bounced for it; one log line a minute says why.
@@ -71,6 +72,7 @@ from ses_worker.message import (
 )
 from ses_worker.observability import count, log_keys, logger, seconds
 from ses_worker.report import Report, Timing, first_seen
+from ses_worker.requeue import Hop, Requeued, Requeuer, attempt_number
 from ses_worker.sending import NotStarted, Outgoing, SesSender, recipient_chunks
 from ses_worker.settle import Settler, Verdict
 from ses_worker.warm import Warm
@@ -254,6 +256,7 @@ class Deliverer:
             reader = TrailReader(self.dynamodb, config.sesrelay_trail_table)
         self.report = Report(config, writer)
         self.settler = Settler(config, reader)
+        self.requeuer = Requeuer()
 
     # The record ---------------------------------------------------------------------
 
@@ -274,7 +277,16 @@ class Deliverer:
             return
         with log_keys(queue_id=envelope.queue_id, sqs_message_id=record.message_id):
             try:
+                if envelope.not_before:  # a deferred copy: due, or sent back for the rest
+                    hop = self.requeuer.hop(_queue_url(record.event_source_arn), envelope,
+                                            record.receipt_handle)
+                    if hop is Hop.SENT_BACK:
+                        return
+                    if hop is Hop.HELD:
+                        raise MessageDeferred("not due yet")
                 self._deliver(envelope, record)
+            except Requeued:
+                return  # its delayed copy is on the queue: this record is done
             except (MessageDeferred, MessageUndeliverable):
                 raise  # logged where decided
             except Exception:
@@ -285,8 +297,9 @@ class Deliverer:
                 self.report.flush(envelope.queue_id)
 
     def _deliver(self, envelope: Envelope, record: SQSRecord) -> None:
-        receive_count = int(record.attributes.approximate_receive_count or 1)
-        seen = first_seen(record.attributes, utc_now())
+        receive_count = attempt_number(
+            envelope, int(record.attributes.approximate_receive_count or 1))
+        seen = envelope.first_seen_at or first_seen(record.attributes, utc_now())
         if not self._claim(envelope, record, receive_count, seen):
             return
         self.report.received(envelope, record.message_id, receive_count)
@@ -569,7 +582,7 @@ class Deliverer:
                           "maximal_queue_lifetime, not bounced: " + held[0].reason,
                           [rcpt for r in failures for rcpt in r.recipients], receive_count)
         # The attempt number, not the receive count, moves a message along its schedule.
-        receive_count = self._attempt(envelope, receive_count)
+        receive_count = self._attempt(envelope, record)
         retry = [r for r in failures if self.config.soft_bounce or (
             r.defers and (r.failure is None
                           or effective_class(r.failure, receive_count).defers))]
@@ -605,22 +618,24 @@ class Deliverer:
         self._notify_relayed(envelope, message, results, seen)
         self._finish(envelope, message, results, trail.STATE_BOUNCED)
 
-    def _attempt(self, envelope: Envelope, receive_count: int) -> int:
-        """This receive's attempt number: receives held by a configuration error or
-        returned unstarted do not count (ses_worker.holds)."""
-        if receive_count <= 1:
-            return 1
+    def _attempt(self, envelope: Envelope, record: SQSRecord) -> int:
+        """This receive's attempt number: the attempts its envelope carries (a deferred
+        copy's), plus this SQS message's receives less those held by a configuration
+        error or returned unstarted (ses_worker.holds, counted per SQS message)."""
+        receives = int(record.attributes.approximate_receive_count or 1)
+        if receives <= 1:
+            return attempt_number(envelope, 1)
         try:
-            return self.holds.attempt(envelope.queue_id, receive_count)
+            return attempt_number(envelope, self.holds.attempt(record.message_id, receives))
         except (BotoCoreError, ClientError) as exc:
             logger.warning(f"could not read the held receives ({exc}); the receive count "
                            "stands for the attempt number")
-            return receive_count
+            return attempt_number(envelope, receives)
 
-    def _hold(self, envelope: Envelope) -> None:
-        """Count this receive as held, not as an attempt."""
+    def _hold(self, record: SQSRecord) -> None:
+        """Count this receive of the record's SQS message as held, not as an attempt."""
         try:
-            self.holds.add(envelope.queue_id)
+            self.holds.add(record.message_id)
         except (BotoCoreError, ClientError) as exc:
             logger.warning(f"could not count the held receive ({exc}): it counts as an "
                            "attempt")
@@ -629,7 +644,7 @@ class Deliverer:
                           failures: list[SendResult]) -> NoReturn:
         """No send of this record was started for lack of time: back to the queue at
         once, as a batch item failure that does not advance its retry schedule."""
-        self._hold(envelope)
+        self._hold(record)
         try:
             aws.client("sqs", budget=WORKER_AWS).change_message_visibility(
                 QueueUrl=_queue_url(record.event_source_arn),
@@ -681,7 +696,8 @@ class Deliverer:
 
     def _defer(self, record: SQSRecord, envelope: Envelope, receive_count: int,
                seen: datetime, failures: list[SendResult]) -> NoReturn:
-        """Retry later: set the record's visibility to the backoff delay and raise."""
+        """Retry later: a delayed copy of the envelope (raises Requeued), or the record's
+        visibility set to the backoff delay (raises MessageDeferred)."""
         minimal, maximal = self.config.minimal_backoff_time, self.config.maximal_backoff_time
         held = [r for r in failures if r.held]
         # A send in doubt is looked at again on the usual schedule: SES's events come
@@ -694,20 +710,18 @@ class Deliverer:
         else:
             delay = retry_delay(receive_count, minimal, maximal)
         queue_url = _queue_url(record.event_source_arn)
-        try:
-            aws.client("sqs", budget=WORKER_AWS).change_message_visibility(
-                QueueUrl=queue_url, ReceiptHandle=record.receipt_handle,
-                VisibilityTimeout=delay)
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning(f"could not set the retry delay ({exc}); SQS retries after the "
-                           "queue's visibility timeout")
+        # A held receive is no attempt: its copy carries the attempts made before it.
+        requeued = self.requeuer.defer(queue_url, record.receipt_handle, envelope,
+                                       receive_count - 1 if held else receive_count, seen,
+                                       delay)
         count(DEFERRED)
         seconds(DEFERRED_AGE, (utc_now() - envelope.received).total_seconds())
         reason = (held or failures)[0].reason
         timing = Timing(envelope.received, seen, utc_now(), 0.0)
         if held:
             count(CONFIGURATION_ERROR)
-            self._hold(envelope)
+            if not requeued:  # in flight: the counter keeps this receive out of the count
+                self._hold(record)
             self._say_held(envelope, held[0], timing)
         for result in ([] if held else failures):
             dsn = (result.failure.status if result.failure is not None
@@ -718,12 +732,17 @@ class Deliverer:
         self.report.deferred(
             envelope, reason=reason, delay=delay, receive_count=receive_count,
             pending=[rcpt for r in failures for rcpt in r.recipients],
-            receipt_handle=record.receipt_handle, queue_url=queue_url,
+            # A deleted record's handle can do nothing: sesrelay flush says so.
+            receipt_handle="" if requeued else record.receipt_handle, queue_url=queue_url,
             in_doubt=[rcpt for r in failures if r.status is Status.IN_DOUBT
                       for rcpt in r.recipients])
         if not held:
-            logger.warning(f"deferred: retry in {delay}s (attempt {receive_count}): {reason}",
-                           extra={"retry_delay": delay, "receive_count": receive_count})
+            logger.warning(f"deferred: retry in {delay}s (attempt {receive_count}"
+                           f"{', re-enqueued' if requeued else ''}): {reason}",
+                           extra={"retry_delay": delay, "receive_count": receive_count,
+                                  "requeued": requeued})
+        if requeued:
+            raise Requeued(reason)
         raise MessageDeferred(reason)
 
     def _say_held(self, envelope: Envelope, result: SendResult, timing: Timing) -> None:

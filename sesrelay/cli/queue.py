@@ -54,8 +54,9 @@ def flush_one(location: where.Location, state: dict[str, Any], by: str) -> tuple
         return False, f"{queue_id}: not deferred ({status}: being delivered now)"
     handle = state.get("receipt_handle")
     if not handle:
-        return False, (f"{queue_id}: deferred, but the trail has no receipt handle for it: "
-                       "it will be tried at its next try")
+        # The worker defers longer retries as a delayed copy (ses_worker/requeue.py).
+        return False, (f"{queue_id}: deferred as a delayed copy, which SQS hands out no "
+                       f"sooner: it is tried at its next try ({state.get('next_try', '?')})")
     at = trail.stamp()
     try:
         location.client("sqs").change_message_visibility(

@@ -336,6 +336,13 @@ def test_worker_iam_is_least_privilege(deployments: dict[str, Deployment]) -> No
         assert set(_actions(s3)) <= {"s3:GetObject", "s3:GetObjectTagging",
                                      "s3:PutObjectTagging", "s3:DeleteObject", "s3:PutObject"}
         assert f"/{KEY_PREFIX}*" in json.dumps(s3["Resource"])
+        # Deferred copies go back on the spool queue, and nowhere else.
+        [send] = [s for s in statements if "sqs:SendMessage" in _actions(s)]
+        assert send["Resource"] == _main_queue_arn(deployment)
+
+
+def _main_queue_arn(deployment: Deployment) -> dict[str, Any]:
+    return {"Fn::GetAtt": [deployment.logical_id("AWS::SQS::Queue", "SpoolQueue"), "Arn"]}
 
 
 def test_worker_may_read_the_account_and_check_the_bounce_sender(

@@ -127,6 +127,32 @@ def test_sent_deferred_flushed_bounced_and_deleted(
     assert re.search(r"^\s+2\s+deferred\s+\(2\s+deferrals\)$", summary, re.M), summary
 
 
+def test_a_message_deferred_as_a_delayed_copy_is_listed_flushed_plainly_and_deleted(
+        spool: Spool, operator: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESRELAY_MINIMAL_BACKOFF_TIME", "600s")  # every retry as a copy
+    fail_sends("TooManyRequestsException", "Maximum sending rate exceeded.",
+               when=to("dave@example.org"), status=429, times=1 + QUICK_RETRIES)
+    waiting = spool.put(message(), ["dave@example.org"])
+    spool.invoke(spool.receive())
+    assert (spool.delayed(), spool.in_flight()) == (1, 0)
+
+    listing = run(capsys, "mailq")
+    assert re.findall(r"^([0-9A-Z]{16})[*! ]", listing, re.M) == [waiting.queue_id]
+    out = run(capsys, "flush", waiting.queue_id)
+    assert out.startswith(f"{waiting.queue_id}: deferred as a delayed copy, which SQS hands "
+                          "out no sooner: it is tried at its next try (20")
+    assert run(capsys, "delete", waiting.queue_id).splitlines()[-1] == (
+        "sesrelay delete: Deleted: 1 message")
+
+    spool.pass_time()  # its next try: the claim is refused, nothing is sent
+    spool.invoke(spool.receive())
+    assert sent_messages() == []
+    assert spool.hidden() == spool.waiting() == 0
+    out = run(capsys, "trace", waiting.queue_id)
+    assert final(out) == {"dave@example.org": StartsWith("deleted (by ")}
+
+
 class StartsWith(str):
     """Equal to any string that starts with this one."""
 

@@ -4,12 +4,13 @@ does and hand them to the handler in the real SQS event shape."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -19,8 +20,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import RawMessage, ses_backends
+from moto.sqs.models import sqs_backends
 
-from ses_worker import warm
+from ses_worker import requeue, warm
+from ses_worker.backoff import MAX_DELAY
 from ses_worker.handler import handler
 from ses_worker.observability import logger
 from sesrelay import aws, trail
@@ -60,6 +63,8 @@ class Spool:
     s3: Any
     sqs: Any
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    # How far the worker's clock for deferred copies (ses_worker.requeue) is ahead.
+    later: timedelta = timedelta(0)
 
     def put(self, raw: bytes, rcpt_to: list[str], mail_from: str = f"sender@{SENDER_DOMAIN}",
             received: datetime | None = None, in_s3: bool = False,
@@ -114,10 +119,29 @@ class Spool:
         return failed
 
     def hidden(self) -> int:
-        """Messages still on the queue but invisible (in flight or deferred)."""
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
-        return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+        """Messages still on the queue but not receivable now: in flight (a record
+        deferred by its visibility timeout) or delayed (a deferred copy)."""
+        return self.in_flight() + self.delayed()
+
+    def in_flight(self) -> int:
+        """Messages received and not deleted: what SQS's in-flight limit counts."""
+        return self._count("ApproximateNumberOfMessagesNotVisible")
+
+    def delayed(self) -> int:
+        """Messages sent with a delay that has not passed yet."""
+        return self._count("ApproximateNumberOfMessagesDelayed")
+
+    def _count(self, attribute: str) -> int:
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url,
+                                                   AttributeNames=[attribute])
+        return int(attributes["Attributes"][attribute])
+
+    def pass_time(self, seconds: float = MAX_DELAY) -> None:
+        """Let time pass for SQS's delays and the worker's not_before checks: every
+        delayed message is receivable, and the worker's clock is seconds ahead."""
+        for message in sqs_backends[DEFAULT_ACCOUNT_ID][REGION].queues[QUEUE]._messages:
+            message.delayed_until = 0
+        self.later += timedelta(seconds=seconds)
 
     def waiting(self) -> int:
         """Messages visible on the queue."""
@@ -155,8 +179,9 @@ def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def spool(worker_env: None) -> Iterator[Spool]:
-    """A mocked AWS account with the spool, the idempotency table and SES identities."""
+def spool(worker_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Spool]:
+    """A mocked AWS account with the spool, the idempotency table and SES identities.
+    The worker's clock for deferred copies follows Spool.pass_time."""
     with mock_aws():
         aws.reset_clients()
         s3 = boto3.client("s3", region_name=REGION)
@@ -176,7 +201,9 @@ def spool(worker_env: None) -> Iterator[Spool]:
         ses = boto3.client("ses", region_name=REGION)
         ses.verify_domain_identity(Domain=SENDER_DOMAIN)
         ses.verify_domain_identity(Domain=RELAY_HOST)
-        yield Spool(url, arn["Attributes"]["QueueArn"], s3, sqs)
+        spool = Spool(url, arn["Attributes"]["QueueArn"], s3, sqs)
+        monkeypatch.setattr(requeue, "utc_now", lambda: utc_now() + spool.later)
+        yield spool
         aws.reset_clients()
 
 
@@ -246,8 +273,12 @@ def to(address: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def make_visible(spool: Spool, event: dict[str, Any]) -> None:
-    """Let a deferred record's retry delay pass (as time would)."""
+    """Let the retry delay of the event's deferred records pass (as time would): those
+    deferred in flight become visible, and delayed copies become due."""
     for record in event["Records"]:
-        spool.sqs.change_message_visibility(QueueUrl=spool.queue_url,
-                                            ReceiptHandle=record["receiptHandle"],
-                                            VisibilityTimeout=0)
+        # A deleted record's handle fails: it was deferred as a delayed copy.
+        with contextlib.suppress(ClientError):
+            spool.sqs.change_message_visibility(QueueUrl=spool.queue_url,
+                                                ReceiptHandle=record["receiptHandle"],
+                                                VisibilityTimeout=0)
+    spool.pass_time()
