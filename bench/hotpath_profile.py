@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/hotpath_profile.py                       # 20 x 10 KB and 1 x 10 KB
     .venv/bin/python bench/hotpath_profile.py --sessions 1 --messages 400
+    .venv/bin/python bench/hotpath_profile.py --spool-client lean
 
 It starts the spool sink and the relay as bench/run does (bench/harness.py), records every
 relay process with py-spy (which must be installed in the virtualenv; it is a tool, not a
@@ -98,21 +99,26 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=0)
     parser.add_argument("--size", type=int, default=10 * 1024)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--spool-client", default="botocore", choices=("botocore", "lean"),
+                        help="the relay's sesrelay_spool_client")
     args = parser.parse_args()
     loads = [Load(f"{s} sessions", s, args.size, args.messages or (6000 if s > 1 else 600))
              for s in (args.sessions or [20, 1])]
-    results = REPO / "bench" / "results" / ("profile-" + time.strftime("%Y%m%d-%H%M%S"))
+    results = REPO / "bench" / "results" / (
+        f"profile-{args.spool_client}-" + time.strftime("%Y%m%d-%H%M%S"))
     results.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="sesrelay-profile-") as tmp:
         work = Path(tmp)
         sink = SpoolSink(work)
-        relay = Sesrelay(sink, args.processes, work, cpu_affinity=True)
+        relay = Sesrelay(sink, args.processes, work, cpu_affinity=True,
+                         spool_client=args.spool_client)
         with running(sink, relay):
             smtp_source(relay.port, Load("warm-up", 20, args.size, 500))
             for load in loads:
                 parts = profile(relay, load, results / f"{load.sessions}-sessions.txt")
                 total = sum(parts.values()) or 1
-                print(f"\n{load.sessions} session(s) x {load.size // 1024} KB, "
+                print(f"\n{args.spool_client}: {load.sessions} session(s) x "
+                      f"{load.size // 1024} KB, "
                       f"{load.messages} messages, {total} busy samples:")
                 for part, count in parts.most_common():
                     print(f"  {100 * count / total:5.1f} %  {part}")
