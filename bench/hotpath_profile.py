@@ -34,8 +34,11 @@ PY_SPY = str(Path(sys.executable).parent / "py-spy")
 # called from the session counts as logging. Markers are substrings of py-spy's
 # "function (module path:line)" frames.
 SPOOL_PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("S3 write (PutObject)", ("_put (smtp_relay/handoff.py", "put_object (")),
-    ("SQS write (SendMessage/Batch)", ("_send (smtp_relay/handoff.py", "send_messages (")),
+    # The botocore client's calls run as closures (put, send) in its thread pool.
+    ("S3 write (PutObject)", ("_put (smtp_relay/handoff.py", "put_object (",
+                              "put (smtp_relay/spool_client.py")),
+    ("SQS write (SendMessage/Batch)", ("_send (smtp_relay/handoff.py", "send_messages (",
+                                       "send (smtp_relay/spool_client.py")),
 ]
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("logging", ("(logging/",)),

@@ -4,7 +4,7 @@ A message is either acknowledged (250) and sent once, or refused (451) and never
 (docs/COMMIT.md has the whole protocol, step by step):
 
 1. A message whose envelope fits one SQS message travels inside it; a larger one is
-   first written to S3 (PutObject, idempotent, retried by botocore). A failed S3 write
+   first written to S3 (PutObject, idempotent, retried by the spool client). A failed S3 write
    means 451: no envelope names the object, and the bucket's lifecycle rule removes it.
 2. The commit is the envelope's SendMessage. The relay retries it itself, because it must
    know whether any attempt may have reached SQS: an attempt that failed with an answer
@@ -25,6 +25,10 @@ in different sessions, go out together in one SendMessageBatch (at most 10 entri
 sees no added latency; while MAX_BATCHES_IN_FLIGHT calls are out, envelopes gather and
 leave together when one returns. Each message still waits for its own entry's result.
 A batch of one is sent as a plain SendMessage.
+
+The S3 and SQS calls go through a spool client (spool_client.py: botocore in a thread pool,
+or the lean client on this event loop, per sesrelay_spool_client); the commit record,
+rare, is written with botocore in a thread.
 """
 
 from __future__ import annotations
@@ -60,8 +64,10 @@ from smtp_relay.spool_client import (
 log = logging.getLogger("sesrelay.relay")
 
 # Settling a commit record (rare: only after an SQS answer was lost) waits in a thread,
-# up to RELAY_SETTLE_SECONDS each; enough threads for an outage's worth of them.
-_settle_executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="settle")
+# up to RELAY_SETTLE_SECONDS each; enough threads, and DynamoDB connections, for an
+# outage's worth of them.
+SETTLE_THREADS = 64
+_settle_executor = ThreadPoolExecutor(max_workers=SETTLE_THREADS, thread_name_prefix="settle")
 
 MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
 # SQS's limit on the bodies of one SendMessageBatch call (and on one message) is 256 KiB.
@@ -118,7 +124,7 @@ class Spool:
         self.client: SpoolClient = (
             LeanSpoolClient(RELAY_S3, RELAY_SQS, bucket) if client == "lean"
             else BotocoreSpoolClient(RELAY_S3, RELAY_SQS))
-        self._dynamodb = aws.client("dynamodb", budget=RELAY_COMMIT)
+        self._dynamodb = aws.client("dynamodb", budget=RELAY_COMMIT, pool=SETTLE_THREADS)
         self._batch_window = BATCH_WINDOW
         self._max_in_flight = MAX_BATCHES_IN_FLIGHT
         self._pending: list[_Entry] = []
