@@ -128,11 +128,14 @@ class LeanSpoolClient:
         self._bucket = bucket
         self._s3_prefix = url.path[:-1]  # "/<bucket>/" (path-style) or "/" (virtual)
         self._s3_https = url.scheme == "https"
-        self._s3 = Origin(f"{url.scheme}://{url.netloc}", s3_budget.connect, s3_budget.read)
+        ca_file = session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE, profiles
+        self._s3 = Origin(f"{url.scheme}://{url.netloc}", s3_budget.connect, s3_budget.read,
+                          ca_file)
         self._s3_region = s3.meta.region_name
         self._s3_attempts = s3_budget.attempts
         sqs = session.create_client("sqs")
-        self._sqs = Origin(sqs.meta.endpoint_url, sqs_budget.connect, sqs_budget.read)
+        self._sqs = Origin(sqs.meta.endpoint_url, sqs_budget.connect, sqs_budget.read,
+                           ca_file)
         self._sqs_region = sqs.meta.region_name
         self._sqs_attempts = sqs_budget.attempts
 

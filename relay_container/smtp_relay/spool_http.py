@@ -51,7 +51,10 @@ class _Connection:
 class Origin:
     """Keep-alive connections to one scheme://host:port."""
 
-    def __init__(self, url: str, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, url: str, connect_timeout: float, read_timeout: float,
+                 ca_file: str | None = None) -> None:
+        """ca_file: the certificates to trust for HTTPS (botocore's ca_bundle), else the
+        system's."""
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
         self.hostname = parts.hostname or ""
@@ -61,7 +64,7 @@ class Origin:
         self.host = self.hostname if self.port == default else f"{self.hostname}:{self.port}"
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._ssl = ssl.create_default_context() if self.https else None
+        self._ssl = ssl.create_default_context(cafile=ca_file) if self.https else None
         self._idle: list[_Connection] = []
 
     async def _connection(self) -> _Connection:

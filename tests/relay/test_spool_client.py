@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from sesrelay.certificates import self_signed
 from sesrelay.timeouts import RELAY_S3, RELAY_SQS, CallBudget
 from smtp_relay.spool_client import LeanSpoolClient, SpoolCallError
 from tests.relay.conftest import REGION
@@ -165,12 +167,14 @@ class Script:
 
 def run_scripted(script: Script, aws_env: Callable[[str], None],
                  calls: Callable[[LeanSpoolClient], Awaitable[object]],
-                 s3: CallBudget = FAST, sqs: CallBudget = FAST) -> object:
-    """Start the scripted server, point the client at it, run calls; their result."""
+                 s3: CallBudget = FAST, sqs: CallBudget = FAST,
+                 tls: ssl.SSLContext | None = None) -> object:
+    """Start the scripted server (over TLS, as "localhost", with tls), point the client
+    at it, run calls; their result."""
     async def main() -> object:
-        server = await asyncio.start_server(script.handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=tls)
         port = server.sockets[0].getsockname()[1]
-        aws_env(f"http://127.0.0.1:{port}")
+        aws_env(f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}")
         client = LeanSpoolClient(s3, sqs, "bucket")
         try:
             return await calls(client)
@@ -355,3 +359,30 @@ def test_refreshable_credentials_are_refreshed_per_request(
     tokens = [r.split("X-Amz-Security-Token: ")[1].split("\r\n")[0] for r in script.requests]
     assert keys[0] != keys[1] and tokens[0] != tokens[1]
     assert all(k.startswith("KEY") for k in keys)
+
+
+def test_https_with_the_configured_ca_bundle(aws_env: Callable[[str], None],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    """As against AWS: TLS, the server's certificate checked against botocore's ca_bundle
+    (AWS_CA_BUNDLE); the body is not signed (UNSIGNED-PAYLOAD) but carries its CRC32."""
+    files = self_signed(tmp_path, ["localhost"])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(files.cert_file, files.key_file)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(files.cert_file))
+    script = Script([(200, b"", {})])
+    run_scripted(script, aws_env, put_one, tls=tls)
+    (head,) = script.requests
+    assert "X-Amz-Content-SHA256: UNSIGNED-PAYLOAD\r\n" in head
+    assert "x-amz-checksum-crc32: " in head
+
+
+def test_https_to_an_untrusted_server_certainly_did_nothing(
+        aws_env: Callable[[str], None], tmp_path: Path) -> None:
+    files = self_signed(tmp_path, ["localhost"])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(files.cert_file, files.key_file)
+    script = Script([(200, b"", {})])
+    error = run_scripted(script, aws_env, failure(put_one), tls=tls)
+    assert isinstance(error, SpoolCallError) and error.certain
+    assert script.requests == []
