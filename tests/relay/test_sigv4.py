@@ -6,9 +6,13 @@ every message would get 451."""
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
+from typing import Any
+from urllib.parse import urlsplit
 
+import botocore.session
 import pytest
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -104,3 +108,20 @@ def test_a_wrong_secret_changes_the_signature() -> None:
     second = sigv4.sign(*args, sigv4.Credentials("AK", "secret-2"), "us-east-1", "sqs",
                         "20260101T000000Z")
     assert first["Authorization"] != second["Authorization"]
+
+
+@functools.cache
+def path_style_s3() -> Any:
+    """A botocore S3 client whose URLs are path-style (an IP endpoint); it sends nothing."""
+    return botocore.session.get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="AK", aws_secret_access_key="SK")
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=keys)
+def test_keys_are_encoded_in_the_url_as_botocore_encodes_them(key: str) -> None:
+    """The path signed and sent is the one botocore would use for that key."""
+    url = path_style_s3().generate_presigned_url("put_object",
+                                                 Params={"Bucket": "bucket", "Key": key})
+    assert urlsplit(url).path == "/bucket/" + sigv4.uri_path(key)
