@@ -33,6 +33,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -49,6 +50,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 SENDER, RECIPIENT = "bench@bench.test", "rcpt@example.com"
 BIG_MESSAGE = 40 * 1024 * 1024 - 64 * 1024  # 40 MiB less room for headers and the limit
 TLS_NAME = "tls.bench.test"
+SPOOL_CLIENTS = ("botocore", "lean")  # sesrelay_spool_client's values
 # The TLS load's server settings, in Postfix's names, given alike to both sides (sesrelay's
 # defaults for the rest match Postfix's: medium ciphers, no TLS log lines or header).
 TLS_SETTINGS = {"smtpd_tls_security_level": "may", "smtpd_tls_protocols": ">=TLSv1.2",
@@ -330,9 +332,12 @@ class Sesrelay:
     """`sesrelay serve` on loopback, spooling to the sink."""
 
     def __init__(self, sink: SpoolSink, processes: int, workdir: Path,
-                 cpu_affinity: bool = False, tls: dict[str, str] | None = None) -> None:
+                 cpu_affinity: bool = False, tls: dict[str, str] | None = None,
+                 spool_client: str = "botocore") -> None:
         self.sink = sink
         self.tls = tls or {}
+        self.spool_client = spool_client
+        self.side = f"sesrelay ({spool_client})"  # the side's name in the results
         self.processes = processes
         self.cpu_affinity = cpu_affinity
         self.port = free_port()
@@ -354,6 +359,7 @@ class Sesrelay:
                "SESRELAY_MYHOSTNAME": "sesrelay.bench.test",
                "SESRELAY_MESSAGE_SIZE_LIMIT": str(40 * 1024 * 1024),
                "POWERTOOLS_METRICS_DISABLED": "true",
+               "SESRELAY_SPOOL_CLIENT": self.spool_client,
                **{f"SESRELAY_{name.upper()}": value for name, value in self.tls.items()}}
         # The relay logs at its production level (INFO: a line per message, to a file),
         # as Postfix writes its maillog.
@@ -587,7 +593,7 @@ def run_sesrelay(relay: Sesrelay, load: Load, ca_file: Path | None = None) -> Sa
     ops = stats["ops"]
     assert isinstance(ops, dict)
     requests = {op: n / count for op, n in sorted(ops.items())}
-    return _sample("sesrelay", load, seconds, tree, count, latencies, requests)
+    return _sample(relay.side, load, seconds, tree, count, latencies, requests)
 
 
 def _sample(side: str, load: Load, seconds: float, tree: ProcessTree, count: int,
@@ -663,35 +669,40 @@ def _alive(sock: socket.socket) -> bool:
 
 # --- report ---------------------------------------------------------------------------
 
+def _medians(mine: list[Sample]) -> dict[str, object]:
+    return {
+        "msg_per_s": statistics.median(s.msg_per_s for s in mine),
+        "cpu_ms_per_msg": statistics.median(s.cpu_ms_per_msg for s in mine),
+        "peak_rss_mb": max(s.peak_rss_mb for s in mine),
+        "latency_ms": {k: statistics.median(s.latency_ms[k] for s in mine)
+                       for k in mine[0].latency_ms},
+        "requests_per_msg": mine[-1].requests_per_msg,
+    }
+
+
 def summarise(samples: list[Sample], loads: list[Load]) -> list[dict[str, object]]:
-    """Per load: the median of each figure per side, and the sesrelay/postfix ratios."""
+    """Per load and relay side (the relay, and a variant if one ran beside it): the median
+    of each figure, Postfix's, and the relay/postfix ratios."""
+    relays = list(dict.fromkeys(s.side for s in samples if s.side != "postfix"))
     rows = []
     for load in loads:
-        row: dict[str, object] = {"load": load.name}
-        for side in ("sesrelay", "postfix"):
-            mine = [s for s in samples if s.side == side and s.load == load.name]
-            row[side] = {
-                "msg_per_s": statistics.median(s.msg_per_s for s in mine),
-                "cpu_ms_per_msg": statistics.median(s.cpu_ms_per_msg for s in mine),
-                "peak_rss_mb": max(s.peak_rss_mb for s in mine),
-                "latency_ms": {k: statistics.median(s.latency_ms[k] for s in mine)
-                               for k in mine[0].latency_ms},
-                "requests_per_msg": mine[-1].requests_per_msg,
-            }
-        ours, theirs = row["sesrelay"], row["postfix"]
-        assert isinstance(ours, dict) and isinstance(theirs, dict)
-        row["throughput_ratio"] = ours["msg_per_s"] / theirs["msg_per_s"]
-        row["cpu_ratio"] = ours["cpu_ms_per_msg"] / theirs["cpu_ms_per_msg"]
-        rows.append(row)
+        theirs = _medians([s for s in samples if s.side == "postfix" and s.load == load.name])
+        for side in relays:
+            ours = _medians([s for s in samples if s.side == side and s.load == load.name])
+            rows.append({"load": load.name, "relay": side, "sesrelay": ours, "postfix": theirs,
+                         "throughput_ratio": float(ours["msg_per_s"])  # type: ignore[arg-type]
+                         / float(theirs["msg_per_s"]),  # type: ignore[arg-type]
+                         "cpu_ratio": float(ours["cpu_ms_per_msg"])  # type: ignore[arg-type]
+                         / float(theirs["cpu_ms_per_msg"])})  # type: ignore[arg-type]
     return rows
 
 
 def table(rows: list[dict[str, object]]) -> str:
     """The results as a Markdown table."""
-    lines = ["| load | msg/s ratio | CPU/msg ratio | sesrelay msg/s | postfix msg/s | "
+    lines = ["| load | relay | msg/s ratio | CPU/msg ratio | sesrelay msg/s | postfix msg/s | "
              "sesrelay CPU ms/msg | postfix CPU ms/msg | sesrelay peak RSS MB | "
              "postfix peak RSS MB | latency p50/p99 ms (sesrelay; postfix) | "
-             "S3+SQS requests/msg |", "|" + "---|" * 11]
+             "S3+SQS requests/msg |", "|" + "---|" * 12]
     for row in rows:
         ours, theirs = row["sesrelay"], row["postfix"]
         assert isinstance(ours, dict) and isinstance(theirs, dict)
@@ -701,7 +712,8 @@ def table(rows: list[dict[str, object]]) -> str:
                        f"{theirs['latency_ms']['p50']:.1f}/{theirs['latency_ms']['p99']:.1f}")
         requests = ", ".join(f"{op} {n:.2f}" for op, n in ours["requests_per_msg"].items())
         lines.append(
-            f"| {row['load']} | {row['throughput_ratio']:.2f} | {row['cpu_ratio']:.2f} | "
+            f"| {row['load']} | {row['relay']} | {row['throughput_ratio']:.2f} | "
+            f"{row['cpu_ratio']:.2f} | "
             f"{ours['msg_per_s']:.0f} | {theirs['msg_per_s']:.0f} | "
             f"{ours['cpu_ms_per_msg']:.2f} | {theirs['cpu_ms_per_msg']:.2f} | "
             f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | {latency} | "
@@ -716,7 +728,8 @@ def chart(rows: list[dict[str, object]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [str(r["load"]) for r in rows]
+    variants = len({r["relay"] for r in rows}) > 1
+    names = [f"{r['load']}\n{r['relay']}" if variants else str(r["load"]) for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     width = 0.38
@@ -752,8 +765,18 @@ def machine() -> dict[str, str]:
     postfix = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True,
                              text=True).stdout.strip()
     return {"cpu": cpu, "vcpus": str(os.cpu_count()), "memory_gb": f"{int(memory) / 2**20:.1f}",
-            "kernel": os.uname().release, "python": sys.version.split()[0],
-            "postfix": postfix}
+            "kernel": os.uname().release, **interpreter(), "postfix": postfix}
+
+
+def interpreter() -> dict[str, str]:
+    """The Python the relay ran on, and how it was built. PGO/LTO are read from the
+    configure arguments ("--enable-optimizations", "--with-lto"): python.org's builds and
+    the official container images declare them there; a distribution may optimise by
+    other means (Debian's build does not show them), so "no" means "not declared"."""
+    configured = sysconfig.get_config_var("CONFIG_ARGS") or ""
+    return {"python": sys.version.split()[0], "python_executable": sys.executable,
+            "python_pgo": "yes" if "--enable-optimizations" in configured else "no",
+            "python_lto": "yes" if "--with-lto" in configured else "no"}
 
 
 # --- main -----------------------------------------------------------------------------
@@ -794,15 +817,15 @@ def running(*parts: Postfix | SpoolSink | Sesrelay) -> Iterator[None]:
             part.stop()
 
 
-def interleave(rounds: int, first: Callable[[], Sample], second: Callable[[], Sample]
-               ) -> list[Sample]:
-    """first, second, second, first, ...: an ABBA order, so drift hits both sides alike."""
+def interleave(rounds: int, *sides: Callable[[], Sample]) -> list[Sample]:
+    """A, B, C, C, B, A, ...: each round runs every side, every other round in reverse
+    order (ABBA for two sides), so drift hits every side alike."""
     samples = []
     for number in range(rounds):
-        order = (first, second) if number % 2 == 0 else (second, first)
+        order = sides if number % 2 == 0 else tuple(reversed(sides))
         for run in order:
             samples.append(run())
-            log(f"  {samples[-1].side:8s} {samples[-1].msg_per_s:8.1f} msg/s  "
+            log(f"  {samples[-1].side:20s} {samples[-1].msg_per_s:8.1f} msg/s  "
                 f"{samples[-1].cpu_ms_per_msg:6.2f} CPU ms/msg")
     return samples
 
@@ -817,6 +840,15 @@ def main() -> int:
     parser.add_argument("--relay-cpu-affinity", action=argparse.BooleanOptionalAction,
                         default=True, help="sesrelay serve --cpu-affinity (default: on; "
                         "one process per CPU with affinity measured best, docs/BENCHMARKS.md)")
+    from sesrelay.config import load_config
+
+    default_client = load_config(Path(os.devnull), environ={}).sesrelay_spool_client
+    parser.add_argument("--spool-client", choices=SPOOL_CLIENTS, default=default_client,
+                        help="the relay's sesrelay_spool_client (default: the relay's own "
+                        f"default, {default_client}); the final ratio line is this side's")
+    parser.add_argument("--compare-spool-client", choices=[*SPOOL_CLIENTS, "none"],
+                        help="also measure the relay with this spool client, interleaved in "
+                        "the same rounds (default: the other one; none: skip)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this load, or 'limits' (the 40 MiB message and the "
                         "1,000 sessions); repeatable; for measuring one lever")
@@ -839,21 +871,29 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sesrelay-bench-") as tmp:
         work = Path(tmp)
         postfix, sink = Postfix(work), SpoolSink(work)
-        relay = Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity)
+        other = args.compare_spool_client or next(
+            c for c in SPOOL_CLIENTS if c != args.spool_client)
+        clients = [args.spool_client] + ([other] if other not in ("none",
+                                                                  args.spool_client) else [])
+        relays = [Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity,
+                           spool_client=client) for client in clients]
         # The TLS load's pair: the other loads keep servers without TLS, as measured before.
         tls, ca_file = tls_settings(work)
-        tls_pair = (Postfix(work, tls),
-                    Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity, tls))
-        tls_parts = tls_pair if any(load.tls for load in loads) else ()
+        tls_postfix = Postfix(work, tls)
+        tls_relays = [Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity, tls,
+                               spool_client=client) for client in clients]
+        tls_parts = (tls_postfix, *tls_relays) if any(load.tls for load in loads) else ()
         samples: list[Sample] = []
-        with running(postfix, sink, relay, *tls_parts):
+        with running(postfix, sink, *relays, *tls_parts):
             for load in loads:
                 log(f"load: {load.name} ({load.messages} messages)")
-                side_postfix, side_relay = tls_pair if load.tls else (postfix, relay)
+                side_postfix, side_relays = (tls_postfix, tls_relays) if load.tls else \
+                    (postfix, relays)
                 samples += interleave(
                     rounds,
                     lambda load=load, side=side_postfix: run_postfix(side, load, ca_file),
-                    lambda load=load, side=side_relay: run_sesrelay(side, load, ca_file))
+                    *(lambda load=load, side=side: run_sesrelay(side, load, ca_file)
+                      for side in side_relays))
             rows = summarise(samples, loads)
             best = max((float(r["sesrelay"]["msg_per_s"]) for r in rows),  # type: ignore[index]
                        default=1.0)
@@ -868,25 +908,34 @@ def main() -> int:
                 log("one relay process: 1,000 idle sessions")
                 limits["idle_sessions"] = idle_sessions(single, 1000)
     results = {"machine": machine(), "quick": args.quick, "rounds": rounds,
+               "spool_clients": clients,
                "relay_processes": args.relay_processes,
                "relay_cpu_affinity": args.relay_cpu_affinity, "rows": rows,
                "samples": [asdict(s) for s in samples],
                "sink_capacity_msg_per_s": capacity, "sink_capacity_over_relay": capacity / best,
                "limits": limits, "seconds": time.monotonic() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(table(rows) + "\n")
+    python = results["machine"]
+    assert isinstance(python, dict)
+    interpreter_line = (f"relay interpreter: Python {python['python']} "
+                        f"({python['python_executable']}; PGO {python['python_pgo']}, "
+                        f"LTO {python['python_lto']} as declared by its build)")
+    (out / "table.md").write_text(table(rows) + "\n\n" + interpreter_line + "\n")
     chart(rows, out / "chart.png")
     print(table(rows))
+    print(f"\n{interpreter_line}")
     print(f"\nspool sink capacity: {capacity:.0f} msg/s = {capacity / best:.1f}x the best "
           f"sesrelay rate of this run")
     for name, figures in limits.items():
         print(f"{name}: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()))
     print(f"results: {out} ({results['seconds']:.0f} s)")
-    head = next((r for r in rows if r["load"] == "20 sessions, 10 KB"), None)
+    head = next((r for r in rows if r["load"] == "20 sessions, 10 KB"
+                 and r["relay"] == f"sesrelay ({args.spool_client})"), None)
     if head is not None:
         ours, theirs = head["sesrelay"], head["postfix"]
         assert isinstance(ours, dict) and isinstance(theirs, dict)
         print(f"sesrelay/postfix throughput ratio: {head['throughput_ratio']:.2f} "
+              f"(spool client {args.spool_client}) "
               f"(sesrelay {ours['msg_per_s']:.0f} msg/s, postfix {theirs['msg_per_s']:.0f} "
               f"msg/s; 20 sessions, 10 KB)")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import random
 import socket
 import threading
@@ -20,6 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 LOSE_ANSWER, SLOW_ANSWER = "lose_answer", "slow_answer"
+# Answer with an AWS error (Rule.status, Rule.code) instead of forwarding: the service did
+# nothing, as when it throttles or refuses a request.
+ERROR_ANSWER = "error_answer"
 
 
 def operation(method: str, path: str, headers: dict[str, str]) -> str:
@@ -51,6 +55,8 @@ class Rule:
     times: int | None = None
     probability: float = 1.0
     seconds: float = 0.0  # how long SLOW_ANSWER holds the answer
+    status: int = 0  # ERROR_ANSWER's HTTP status and AWS error code
+    code: str = ""
 
 
 @dataclass
@@ -73,10 +79,12 @@ class FaultProxy:
         self._connections: set[socket.socket] = set()
 
     def add(self, operation_name: str, action: str, times: int | None = None,
-            probability: float = 1.0, seconds: float = 0.0) -> None:
+            probability: float = 1.0, seconds: float = 0.0, status: int = 0,
+            code: str = "") -> None:
         """Add a rule (rules are tried in order; the first that fires wins)."""
         with self._lock:
-            self.rules.append(Rule(operation_name, action, times, probability, seconds))
+            self.rules.append(Rule(operation_name, action, times, probability, seconds,
+                                   status, code))
 
     def clear(self) -> None:
         """Remove every rule: all requests pass."""
@@ -167,6 +175,9 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 rule = proxy.decide(operation(self.command, self.path, headers))
+                if rule is not None and rule.action == ERROR_ANSWER:
+                    self._error(rule, headers)
+                    return
                 forwarded = {k: v for k, v in self.headers.items()
                              if k.lower() not in ("expect", "connection")}
                 name = operation(self.command, self.path, headers)
@@ -192,6 +203,26 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+
+            def _error(self, rule: Rule, headers: dict[str, str]) -> None:
+                """An AWS error answer in the service's format (JSON for SQS and
+                DynamoDB, XML for S3)."""
+                if headers.get("x-amz-target"):
+                    prefix = "com.amazonaws.sqs" if "AmazonSQS" in headers["x-amz-target"] \
+                        else "com.amazonaws.dynamodb.v20120810"
+                    payload = json.dumps({"__type": f"{prefix}#{rule.code}",
+                                          "message": "injected by the fault proxy"}).encode()
+                    content_type = "application/x-amz-json-1.0"
+                else:
+                    payload = (f"<Error><Code>{rule.code}</Code><Message>injected by the "
+                               "fault proxy</Message></Error>").encode()
+                    content_type = "application/xml"
+                self.send_response(rule.status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("x-amzn-query-error", f"{rule.code};Sender")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 

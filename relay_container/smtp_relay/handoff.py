@@ -4,7 +4,7 @@ A message is either acknowledged (250) and sent once, or refused (451) and never
 (docs/COMMIT.md has the whole protocol, step by step):
 
 1. A message whose envelope fits one SQS message travels inside it; a larger one is
-   first written to S3 (PutObject, idempotent, retried by botocore). A failed S3 write
+   first written to S3 (PutObject, idempotent, retried by the spool client). A failed S3 write
    means 451: no envelope names the object, and the bucket's lifecycle rule removes it.
 2. The commit is the envelope's SendMessage. The relay retries it itself, because it must
    know whether any attempt may have reached SQS: an attempt that failed with an answer
@@ -25,13 +25,16 @@ in different sessions, go out together in one SendMessageBatch (at most 10 entri
 sees no added latency; while MAX_BATCHES_IN_FLIGHT calls are out, envelopes gather and
 leave together when one returns. Each message still waits for its own entry's result.
 A batch of one is sent as a plain SendMessage.
+
+The S3 and SQS calls go through a spool client (spool_client.py: botocore in a thread pool,
+or the lean client on this event loop, per sesrelay_spool_client); the commit record,
+rare, is written with botocore in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import io
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.utils import determine_content_length
 
 from sesrelay import aws, commit
 from sesrelay.spool import META_CONTRACT_VERSION, META_QUEUE_ID, Envelope, spool_envelope
@@ -52,12 +54,20 @@ from sesrelay.timeouts import (
     RELAY_SQS,
     RELAY_SQS_TRIES,
 )
+from smtp_relay.spool_client import (
+    BotocoreSpoolClient,
+    LeanSpoolClient,
+    SpoolCallError,
+    SpoolClient,
+)
 
 log = logging.getLogger("sesrelay.relay")
 
-# Enough threads to keep the HTTP connection pools busy.
-POOL = 64
-_executor = ThreadPoolExecutor(max_workers=POOL, thread_name_prefix="spool")
+# Settling a commit record (rare: only after an SQS answer was lost) waits in a thread,
+# up to RELAY_SETTLE_SECONDS each; enough threads, and DynamoDB connections, for an
+# outage's worth of them.
+SETTLE_THREADS = 64
+_settle_executor = ThreadPoolExecutor(max_workers=SETTLE_THREADS, thread_name_prefix="settle")
 
 MAX_BATCH = 10  # SQS's limit on SendMessageBatch entries
 # SQS's limit on the bodies of one SendMessageBatch call (and on one message) is 256 KiB.
@@ -71,59 +81,6 @@ BATCH_WINDOW = 0.02
 # in full batches as soon as a call returns. One would batch most, but would cap a process
 # at 10 messages per SQS round trip.
 MAX_BATCHES_IN_FLIGHT = 2
-
-
-class MessageBody(io.RawIOBase):
-    """The message buffer as a read-only, seekable file, for PutObject's Body.
-
-    botocore (checksum, signing) and urllib3 read a file in blocks, so a message is sent
-    without a copy. A bytes-like Body would be wrapped whole in io.BytesIO, a full copy.
-    A retry seeks back to the start.
-    """
-
-    def __init__(self, data: bytes | bytearray) -> None:
-        super().__init__()
-        self._view = memoryview(data)
-        self._position = 0
-
-    def readable(self) -> bool:
-        """Always: it is a reader."""
-        return True
-
-    def seekable(self) -> bool:
-        """Always: botocore rewinds the body for a retry."""
-        return True
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        """Copy the next bytes into target; 0 at the end."""
-        count = min(len(target), len(self._view) - self._position)
-        target[:count] = self._view[self._position:self._position + count]
-        self._position += count
-        return count
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Move the read position, as for any file."""
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
-        self._position = max(0, base[whence] + offset)
-        return self._position
-
-    def tell(self) -> int:
-        """The read position."""
-        return self._position
-
-
-# botocore asks S3 for "100 Continue" before sending any PutObject body, a round trip more
-# per message. It only pays when S3 rejects a large upload before it is sent, so, like the
-# AWS SDK for Go, the relay asks for it only from this size on.
-EXPECT_CONTINUE_MIN = 2 * 1024 * 1024
-
-
-def _expect_continue_for_large_bodies(params: dict[str, Any], **_: Any) -> None:
-    """botocore event handler (after botocore's own add_expect_header): drop the Expect
-    header of an S3 request whose body is under EXPECT_CONTINUE_MIN."""
-    length = determine_content_length(params.get("body"))
-    if length is not None and length < EXPECT_CONTINUE_MIN:
-        params["headers"].pop("Expect", None)
 
 
 class _Outcome(enum.Enum):
@@ -158,16 +115,16 @@ class _Abandoned:
 class Spool:
     """Commits accepted messages to the SQS queue (and the S3 bucket for large ones)."""
 
-    def __init__(self, bucket: str, queue_url: str, table: str) -> None:
+    def __init__(self, bucket: str, queue_url: str, table: str,
+                 client: str = "botocore") -> None:
+        """client: "lean" (spool_client.LeanSpoolClient) or "botocore"."""
         self.bucket = bucket
         self.queue_url = queue_url
         self.table = table
-        self._s3 = aws.client("s3", budget=RELAY_S3, pool=POOL)
-        # Registered last on "before-call.s3", where botocore's own handler sits.
-        self._s3.meta.events.register_last("before-call.s3", _expect_continue_for_large_bodies,
-                                           unique_id="sesrelay-expect-continue")
-        self._sqs = aws.client("sqs", budget=RELAY_SQS, pool=POOL)
-        self._dynamodb = aws.client("dynamodb", budget=RELAY_COMMIT, pool=POOL)
+        self.client: SpoolClient = (
+            LeanSpoolClient(RELAY_S3, RELAY_SQS, bucket) if client == "lean"
+            else BotocoreSpoolClient(RELAY_S3, RELAY_SQS))
+        self._dynamodb = aws.client("dynamodb", budget=RELAY_COMMIT, pool=SETTLE_THREADS)
         self._batch_window = BATCH_WINDOW
         self._max_in_flight = MAX_BATCHES_IN_FLIGHT
         self._pending: list[_Entry] = []
@@ -199,7 +156,7 @@ class Spool:
         if not envelope.inline:
             self._putting += 1
             try:
-                await loop.run_in_executor(_executor, self._put, envelope, message)
+                await self._put(envelope, message)
             except BaseException:
                 self._putting -= 1
                 if self._pending:  # they may have been waiting for this message alone
@@ -218,20 +175,19 @@ class Spool:
             return envelope
         if outcome is _Outcome.NOT_QUEUED:
             raise SpoolError(f"SQS did not take the envelope: {error}")
-        if await loop.run_in_executor(_executor, self._settle, envelope.queue_id, error):
+        if await loop.run_in_executor(_settle_executor, self._settle, envelope.queue_id,
+                                      error):
             return envelope
         raise SpoolError(f"SQS may have taken the envelope ({error}); refused it with a "
                          "commit record, so it will never be sent")
 
-    def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
+    async def _put(self, envelope: Envelope, message: bytes | bytearray) -> None:
         try:
-            self._s3.put_object(
-                Bucket=envelope.bucket, Key=envelope.key, Body=MessageBody(message),
-                ContentType="message/rfc822",
-                Metadata={META_QUEUE_ID: envelope.queue_id, META_CONTRACT_VERSION:
-                          str(envelope.version)},
-            )
-        except (BotoCoreError, ClientError) as exc:
+            await self.client.put_object(
+                envelope.bucket, envelope.key, message,
+                {META_QUEUE_ID: envelope.queue_id, META_CONTRACT_VERSION:
+                 str(envelope.version)})
+        except SpoolCallError as exc:
             # No envelope will name the object; the lifecycle rule removes it.
             raise SpoolError(f"S3 PutObject failed: {exc}") from exc
 
@@ -285,14 +241,14 @@ class Spool:
         while self._pending and self._in_flight < self._max_in_flight:
             batch = self._take_batch()
             self._in_flight += 1
-            future = loop.run_in_executor(_executor, self._send, batch)
-            future.add_done_callback(lambda f, batch=batch: self._sent(batch, f))
+            task = loop.create_task(self._send(batch))
+            task.add_done_callback(lambda t, batch=batch: self._sent(batch, t))
 
     def _sent(self, batch: list[_Entry],
               result: asyncio.Future[dict[str, tuple[_Outcome, str]]]) -> None:
         """Resolve each message of a returned call with its own entry's outcome."""
         self._in_flight -= 1
-        exc = result.exception()
+        exc = asyncio.CancelledError() if result.cancelled() else result.exception()
         outcomes = {} if exc is not None else result.result()
         for entry in batch:
             if not entry.done.done():
@@ -313,7 +269,7 @@ class Spool:
         batch, self._pending = self._pending[:count], self._pending[count:]
         return batch
 
-    def _send(self, batch: list[_Entry]) -> dict[str, tuple[_Outcome, str]]:
+    async def _send(self, batch: list[_Entry]) -> dict[str, tuple[_Outcome, str]]:
         """Send the batch's envelopes, retrying what SQS did not take; the outcome of
         each by queue ID, with the last error."""
         outcomes: dict[str, tuple[_Outcome, str]] = {}
@@ -322,13 +278,14 @@ class Spool:
         errors: dict[str, str] = {}
         for attempt in range(RELAY_SQS_TRIES):
             if attempt:
-                time.sleep(RELAY_RETRY_PAUSES[attempt - 1])
+                await asyncio.sleep(RELAY_RETRY_PAUSES[attempt - 1])
             try:
-                failed = self._send_once(list(remaining.values()))
-            except (BotoCoreError, ClientError) as exc:
-                if not aws.certainly_not_done(exc):
+                failed = await self.client.send_messages(
+                    self.queue_url, [(e.envelope.queue_id, e.body) for e in remaining.values()])
+            except SpoolCallError as exc:
+                if not exc.certain:
                     maybe.update(remaining)
-                errors = dict.fromkeys(remaining, f"{type(exc).__name__}: {exc}")
+                errors = dict.fromkeys(remaining, str(exc))
                 continue
             for queue_id in list(remaining):
                 if queue_id not in failed:
@@ -341,14 +298,3 @@ class Spool:
             outcome = _Outcome.UNKNOWN if queue_id in maybe else _Outcome.NOT_QUEUED
             outcomes[queue_id] = (outcome, errors.get(queue_id, "unknown error"))
         return outcomes
-
-    def _send_once(self, batch: list[_Entry]) -> dict[str, str]:
-        """One SendMessage or SendMessageBatch call; the entries SQS reported failed
-        (which it did not queue), by queue ID."""
-        if len(batch) == 1:
-            self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=batch[0].body)
-            return {}
-        answer = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
-            {"Id": e.envelope.queue_id, "MessageBody": e.body} for e in batch])
-        return {f["Id"]: f"{f.get('Code', '')}: {f.get('Message', '')}"
-                for f in answer.get("Failed", [])}

@@ -106,7 +106,8 @@ class RelayServer:
         self.metrics = RelayMetrics()
         self.relay = Relay(config, Spool(config.sesrelay_spool_bucket,
                                          config.sesrelay_spool_queue_url,
-                                         config.sesrelay_idempotency_table), self.metrics)
+                                         config.sesrelay_idempotency_table,
+                                         config.sesrelay_spool_client), self.metrics)
         self._servers: list[asyncio.Server] = []
         self._wrapper_context: ssl.SSLContext | None = None
 

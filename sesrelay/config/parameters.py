@@ -431,6 +431,11 @@ class Config:
     sesrelay_idempotency_table: str = _param(values.parse_text, "",
                                              "DynamoDB table of the worker's idempotency "
                                              "records.", SPOOL)
+    sesrelay_spool_client: str = _param(
+        values.choice_parser("botocore", "lean"), "botocore",
+        "The relay's client for its S3 and SQS writes: botocore (in a thread pool), or "
+        "lean (requests signed by the relay on its own event loop's connections; "
+        "docs/BENCHMARKS.md).", SPOOL)
     sesrelay_spool_retention: int = _param(values.parse_retention, "0",
                                            "How long a sent message is kept in S3 (0: "
                                            "deleted once sent).", SPOOL)

@@ -150,7 +150,7 @@ class RunningRelay:
         """Register a botocore event handler on the relay's own client for the event's
         service (s3, sqs or dynamodb), e.g. "before-send.sqs.SendMessage"."""
         service = event.split(".")[1]
-        client = {"s3": self.spool._s3, "sqs": self.spool._sqs,
+        client = {"s3": self.spool.client.s3, "sqs": self.spool.client.sqs,
                   "dynamodb": self.spool._dynamodb}[service]
         client.meta.events.register(event, handler)
 
@@ -192,14 +192,17 @@ def start_relay(spool_account: SpoolAccount, tmp_path: Path
         relay.stop()
 
 
-@pytest.fixture
-def faulty_relay(moto_server: str, tmp_path: Path) -> Iterator[Callable[..., FaultyRelay]]:
-    """Start `sesrelay serve` behind a fault proxy (settings: SESRELAY_* variables)."""
+@pytest.fixture(params=["botocore", "lean"])
+def faulty_relay(request: pytest.FixtureRequest, moto_server: str, tmp_path: Path
+                 ) -> Iterator[Callable[..., FaultyRelay]]:
+    """Start `sesrelay serve` behind a fault proxy (settings: SESRELAY_* variables), once
+    with each spool client (sesrelay_spool_client)."""
     from tests.relay.faulty_relay import FaultyRelay  # it imports this module
 
     started: list[FaultyRelay] = []
 
     def start(**settings: str) -> FaultyRelay:
+        settings = {"SESRELAY_SPOOL_CLIENT": request.param, **settings}
         relay = FaultyRelay(moto_server, FaultProxy(moto_server), tmp_path, settings)
         started.append(relay)
         return relay

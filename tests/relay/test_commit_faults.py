@@ -12,7 +12,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.faults import LOSE_ANSWER, SLOW_ANSWER
+import boto3
+
+from sesrelay.spool import Envelope
+from tests.faults import ERROR_ANSWER, LOSE_ANSWER, SLOW_ANSWER
+from tests.relay.faulty_relay import CREDENTIALS, REGION
 
 
 def send(port: int, subject: str, replies: dict[str, int | str]) -> None:
@@ -89,6 +93,72 @@ def test_some_lost_answers_leave_every_message_acknowledged_or_refused(faulty_re
         send(relay.port, f"some-{n}", replies)
     assert set(replies.values()) <= {250, 451}
     assert_no_half_queued(replies, relay.sendable())
+
+
+def send_large(port: int, subject: str, replies: dict[str, int | str]) -> None:
+    """One message too large to travel inside the envelope (it goes to S3 first)."""
+    line = b"z" * 998 + b"\r\n"
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            client.ehlo("client.example.org")
+            client.mail("app@example.com")
+            client.rcpt("someone@example.org")
+            replies[subject] = client.data(
+                f"Subject: {subject}\r\n\r\n".encode() + line * 300)[0]
+    except (smtplib.SMTPException, OSError) as exc:
+        replies.setdefault(subject, type(exc).__name__)
+
+
+def test_throttled_sqs_sends_are_retried_and_queued_once(faulty_relay) -> None:  # type: ignore[no-untyped-def]
+    """Throttling proves SQS did nothing: the relay tries again, and no commit record is
+    needed."""
+    relay = faulty_relay()
+    relay.proxy.add("sqs.SendMessage", ERROR_ANSWER, times=2, status=400,
+                    code="ThrottlingException")
+    replies: dict[str, int | str] = {}
+    send(relay.port, "throttled", replies)
+    assert replies == {"throttled": 250}
+    assert relay.proxy.seen["sqs.SendMessage"] == 3
+    assert_no_half_queued(replies, relay.sendable())
+    assert relay.proxy.seen.get("dynamodb.PutItem", 0) == 0
+
+
+def test_a_5xx_from_sqs_is_settled_by_the_commit_record(faulty_relay) -> None:  # type: ignore[no-untyped-def]
+    """A 5xx may have queued the envelope: the relay refuses it with a commit record
+    before it answers 451."""
+    relay = faulty_relay()
+    relay.proxy.add("sqs.SendMessage", ERROR_ANSWER, status=503, code="ServiceUnavailable")
+    replies: dict[str, int | str] = {}
+    send(relay.port, "five-hundred", replies)
+    assert replies == {"five-hundred": 451}
+    assert relay.proxy.seen.get("dynamodb.PutItem", 0) >= 1  # the refusal
+    assert_no_half_queued(replies, relay.sendable())
+
+
+def test_s3_slowdown_is_retried_for_a_large_message(faulty_relay) -> None:  # type: ignore[no-untyped-def]
+    relay = faulty_relay()
+    relay.proxy.add("s3.PutObject", ERROR_ANSWER, times=1, status=503, code="SlowDown")
+    replies: dict[str, int | str] = {}
+    send_large(relay.port, "slowed-down", replies)
+    assert replies == {"slowed-down": 250}
+    assert relay.proxy.seen["s3.PutObject"] == 2
+    (message,) = relay.sqs.receive_message(QueueUrl=relay.queue_url,
+                                           MaxNumberOfMessages=10)["Messages"]
+    envelope = Envelope.from_json(message["Body"])
+    s3 = boto3.client("s3", endpoint_url=relay.moto, region_name=REGION, **CREDENTIALS)
+    stored = s3.get_object(Bucket=envelope.bucket, Key=envelope.key)["Body"].read()
+    assert b"Subject: slowed-down\r\n" in stored
+
+
+def test_an_expired_token_is_451_and_the_log_says_so(faulty_relay) -> None:  # type: ignore[no-untyped-def]
+    relay = faulty_relay()
+    relay.proxy.add("sqs.SendMessage", ERROR_ANSWER, status=403, code="ExpiredToken")
+    replies: dict[str, int | str] = {}
+    send(relay.port, "expired", replies)
+    assert replies == {"expired": 451}
+    assert relay.proxy.seen.get("dynamodb.PutItem", 0) == 0  # certainly not queued
+    assert relay.sendable() == {}
+    assert "ExpiredToken" in relay.log.read_text()
 
 
 # --- The relay soak (issue 22, item 5) ---------------------------------------------

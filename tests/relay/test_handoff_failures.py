@@ -98,8 +98,8 @@ def test_store_failure_gives_451_and_the_retry_succeeds(start_relay, event: str,
     relay.on(event, fault)
     assert send(relay, message) == (451, b"4.3.0 Error: queue file write error")
     assert spool_account.queued() == []
-    relay.spool._s3.meta.events.unregister(event, fault)
-    relay.spool._sqs.meta.events.unregister(event, fault)
+    relay.spool.client.s3.meta.events.unregister(event, fault)
+    relay.spool.client.sqs.meta.events.unregister(event, fault)
     code, text = send(relay, message)
     assert code == 250 and text.startswith(b"2.0.0 Ok: queued as")
     [spooled] = spool_account.queued()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import smtplib
 
-from smtp_relay import handoff
+from smtp_relay import spool_client
 from tests.relay.conftest import SpoolAccount
 
 
@@ -21,9 +21,9 @@ def test_expect_continue_only_for_large_messages(start_relay,
     line = b"y" * 76 + b"\r\n"
     with smtplib.SMTP(relay.host, relay.port, timeout=60) as client:
         # Both too large to travel inside the envelope: they go to S3.
-        for size in (300 * 1024, handoff.EXPECT_CONTINUE_MIN + 1024):
+        for size in (300 * 1024, spool_client.EXPECT_CONTINUE_MIN + 1024):
             body = b"Subject: size\r\n\r\n" + line * (size // len(line))
             assert client.sendmail("app@example.com", ["someone@example.org"], body) == {}
-    assert sorted(len(s.raw) > handoff.EXPECT_CONTINUE_MIN for s in spool_account.queued()
+    assert sorted(len(s.raw) > spool_client.EXPECT_CONTINUE_MIN for s in spool_account.queued()
                   ) == [False, True]
     assert expect == [None, b"100-continue"]  # in the order sent: 300 KB, then over 2 MiB
