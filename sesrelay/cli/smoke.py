@@ -4,9 +4,10 @@ From a machine in ``mynetworks``, send one message through the relay to each of 
 mailbox simulator addresses (``success@`` and ``bounce@simulator.amazonses.com``), then
 follow each by the queue ID of its ``250`` reply through the trail: the worker received
 it, SES accepted the worker's send, and, when the environment has a configuration set,
-SES's events say delivered and bounced. Each step is printed as a checklist line; the
-first that fails ends the run (exit 1) and names the component to look at. Every wait is
-bounded by ``--wait``.
+SES's events say delivered and bounced. First it asks SES about the account: a sandbox
+account is reported, and one whose sending is disabled fails the run. Each step is
+printed as a checklist line; the first that fails ends the run (exit 1) and names the
+component to look at. Every wait is bounded by ``--wait``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 
+from ses_worker.account import describe, read_account
 from sesrelay import deployment, trail
 from sesrelay.cli import trace, where
 from sesrelay.cli.common import trail_reader
@@ -63,6 +66,10 @@ class Checklist:
         """A step this environment cannot check."""
         print(f"  skip  {text}", flush=True)
 
+    def warn(self, text: str) -> None:
+        """Something that does not fail the run but needs the operator."""
+        print(f"  WARN  {text}", flush=True)
+
     def fail(self, failure: SmokeFailure) -> None:
         """The step that failed, and where to look."""
         print(f"  FAIL  {failure.what}\n        look at: {failure.look_at}", flush=True)
@@ -96,6 +103,22 @@ class Components:
                    group(deployment.OUTPUT_RELAY_LOG_GROUP),
                    group(deployment.OUTPUT_WORKER_LOG_GROUP),
                    group(deployment.OUTPUT_EVENTS_LOG_GROUP))
+
+
+def check_account(ses: Any, checklist: Checklist) -> None:
+    """SES's word on the account (GetAccount): sending disabled fails the run; the
+    sandbox is a warning (the mailbox simulator still receives, real recipients do not
+    until production access is granted); an account SES cannot describe is skipped."""
+    answer = read_account(ses)
+    if isinstance(answer, str):
+        checklist.skip(f"the SES account's state: GetAccount unavailable ({answer})")
+    elif not answer.sending_enabled:
+        raise SmokeFailure(describe(answer), "the SES console's account dashboard: "
+                           "sending was paused by AWS or by an operator")
+    elif answer.production_access:
+        checklist.ok(describe(answer))
+    else:
+        checklist.warn(describe(answer) + "; request production access before real mail")
 
 
 def relay_address(args: argparse.Namespace, location: where.Location) -> tuple[str, int]:
@@ -250,6 +273,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
           f"<{args.sender}>", flush=True)
     checklist = Checklist()
     try:
+        check_account(location.client("sesv2"), checklist)
         sent = []
         for recipient in (SIMULATOR_SUCCESS, SIMULATOR_BOUNCE):
             queue_id = send(server, args.sender, recipient, components, args.wait)
