@@ -142,6 +142,13 @@ class RelaySession(SMTP):
             self._timeout_handle.cancel()
             self._timeout_handle = None
         asyncio.StreamReaderProtocol.connection_lost(self, error)
+        # A reset leaves its error in the protocol's "closed" future, which nothing here
+        # awaits. asyncio marks it seen only when the protocol is deleted, and when both
+        # are freed together in a garbage-collected cycle the future may go first and log
+        # "Future exception was never retrieved": mark it seen now.
+        closed = getattr(self, "_closed", None)
+        if isinstance(closed, asyncio.Future) and closed.done() and not closed.cancelled():
+            closed.exception()
         if self._handler_coroutine is not None:
             self._handler_coroutine.cancel()
         self.transport = None
