@@ -37,6 +37,22 @@ def pytest_configure(config: pytest.Config) -> None:
     serialise_moto_requests()
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With --dist loadfile (make test): every file is one unit of work, but the CDK tests
+    are one together, so that one worker synthesizes every environment once (the session
+    fixture in tests/cdk/conftest.py) instead of each worker that runs a CDK file."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class CdkTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/cdk/" if nodeid.startswith("tests/cdk/") else super()._split_scope(
+                nodeid)
+
+    return CdkTogether(config, log)
+
+
 def serialise_moto_requests() -> None:
     """Answer mock_aws's in-process requests one at a time. moto's backends are not
     thread-safe (its documentation says so): the worker delivers a batch's records on
