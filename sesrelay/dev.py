@@ -65,16 +65,45 @@ def point_at_emulation(port: int) -> None:
 
 def start_emulation(port: int) -> Any:
     """Start moto's server in this process, on loopback only, with dev's SES
-    (sesrelay.dev_ses: 8-bit raw content, configuration set and tags recorded)."""
+    (sesrelay.dev_ses: 8-bit raw content, configuration set and tags recorded) and
+    DynamoDB's conditional writes made atomic (serialise_dynamodb)."""
     from moto.server import ThreadedMotoServer
 
     from sesrelay import dev_ses
 
     dev_ses.install()
+    serialise_dynamodb()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server
+
+
+_DYNAMODB_LOCK = threading.Lock()
+
+
+def serialise_dynamodb() -> None:
+    """Answer moto's DynamoDB requests one at a time. moto's server answers each request
+    on a thread of its own and its backends are not thread-safe: two conditional writes
+    to one item at once can both succeed, which DynamoDB never allows, and the commit
+    record and the send ledger rely on it (two copies of one message, each allowed to
+    send). Other services stay concurrent: an SQS long poll holds its request for
+    seconds."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    if getattr(DomainDispatcherApplication, "_sesrelay_serialised", False):
+        return
+    answer = DomainDispatcherApplication.__call__
+
+    def one_dynamodb_request_at_a_time(self: Any, environ: dict[str, Any],
+                                       start_response: Any) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with _DYNAMODB_LOCK:
+                return answer(self, environ, start_response)
+        return answer(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = one_dynamodb_request_at_a_time
+    DomainDispatcherApplication._sesrelay_serialised = True
 
 
 @dataclass(frozen=True)
