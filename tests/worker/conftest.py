@@ -25,7 +25,7 @@ from moto.sqs.models import sqs_backends
 from ses_worker import requeue, warm
 from ses_worker.backoff import MAX_DELAY
 from ses_worker.handler import handler
-from ses_worker.observability import logger
+from ses_worker.observability import logger, metrics
 from sesrelay import aws, trail
 from sesrelay.dev import LocalLambdaContext as LambdaContext
 from sesrelay.spool import Envelope, new_queue_id, object_key, spool_envelope, utc_now
@@ -109,7 +109,11 @@ class Spool:
     def invoke(self, event: dict[str, Any]) -> set[str]:
         """Run the handler as the event source mapping does: records not reported as
         failures are deleted. Returns the messageIds reported as failures."""
-        result = handler(event, LambdaContext())
+        return self.settle(event, handler(event, LambdaContext()))
+
+    def settle(self, event: dict[str, Any], result: dict[str, Any]) -> set[str]:
+        """Do with the handler's result what the event source mapping does: delete the
+        records not reported as failures. Returns the messageIds reported as failures."""
         self.outputs.append(result)
         failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
         for record in event["Records"]:
@@ -148,6 +152,15 @@ class Spool:
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
         return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+@pytest.fixture
+def no_metrics_left() -> Iterator[None]:
+    """For tests that call deliver_batch, which runs without the handler's metrics
+    decorator that would flush them: what it counted is not to turn up in the next test's
+    output."""
+    yield
+    metrics.clear_metrics()
 
 
 def sent_messages() -> list[RawMessage]:

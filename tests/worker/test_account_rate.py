@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from ses_worker.handler import deliver_batch
-from ses_worker.observability import metrics
 from ses_worker.warm import Warm
 from sesrelay.dev import LocalLambdaContext
 from sesrelay.send_rate import CONCURRENCY_ENV, MAX_RECIPIENTS_PER_CALL
@@ -34,12 +32,7 @@ BATCH = 3
 RECIPIENTS = ENVIRONMENTS * BATCH * PER_MESSAGE
 
 
-@pytest.fixture(autouse=True)
-def no_metrics_left() -> Iterator[None]:
-    """deliver_batch runs without the handler's metrics decorator, which would flush
-    them: what it counted is not to turn up in the next test's output."""
-    yield
-    metrics.clear_metrics()
+pytestmark = pytest.mark.usefixtures("no_metrics_left")
 
 
 class AccountRateLimit:
@@ -81,12 +74,7 @@ def run_environment(spool: Spool, environment: Warm, errors: list[BaseException]
             event = spool.receive(BATCH)
             if not event["Records"]:
                 return
-            result = deliver_batch(event, LocalLambdaContext(), environment)
-            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-            for record in event["Records"]:
-                if record["messageId"] not in failed:
-                    spool.sqs.delete_message(QueueUrl=spool.queue_url,
-                                             ReceiptHandle=record["receiptHandle"])
+            spool.settle(event, deliver_batch(event, LocalLambdaContext(), environment))
     except BaseException as exc:  # reported by the test thread
         errors.append(exc)
 

@@ -6,7 +6,7 @@ not advance their retry schedule, and nothing is sent twice when they come back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,12 +25,7 @@ RATE = 50  # recipients per second
 RATE_BUDGET = 1.8
 
 
-@pytest.fixture(autouse=True)
-def no_metrics_left() -> Iterator[None]:
-    """deliver_batch runs without the handler's metrics decorator, which would flush
-    them: what it counted is not to turn up in the next test's output."""
-    yield
-    metrics.clear_metrics()
+pytestmark = pytest.mark.usefixtures("no_metrics_left")
 
 
 class FakeTime:
@@ -60,12 +55,7 @@ def invoke(spool: Spool, event: dict[str, Any], environment: Warm, fake: FakeTim
         lambda: max(0, int((deadline - fake.now) * 1000)))
     result = deliver_batch(event, context, environment)
     metrics.flush_metrics()  # as the handler's decorator does
-    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-    for record in event["Records"]:
-        if record["messageId"] not in failed:
-            spool.sqs.delete_message(QueueUrl=spool.queue_url,
-                                     ReceiptHandle=record["receiptHandle"])
-    return failed
+    return spool.settle(event, result)
 
 
 def test_sends_that_do_not_fit_come_back_unsent_and_go_out_once_on_redelivery(
