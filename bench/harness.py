@@ -16,6 +16,10 @@ more rounds), so a drift of the machine hits both alike. Reported per load and s
 msg/s (smtp-source's wall time), relay CPU ms per message and peak RSS (from /proc, over
 every process of the side), S3/SQS requests per message, and for the 1-session load the
 acknowledgement latency p50/p99 (from a client that times "." to "250" per message).
+The sizing load runs the relay against a second sink that answers as far away as AWS
+(AWS_LATENCY_MS), and turns its figures into messages per second per vCPU, sessions and
+tasks per 1,000 msg/s (sizing()). The relay runs on the interpreter bench/interpreters.py
+chooses (or those given with --relay-python, each a side of its own).
 Results go to bench/results/<time>/ (results.json, table.md, chart.png).
 """
 
@@ -33,7 +37,6 @@ import ssl
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -42,15 +45,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from interpreters import default_python, describe, environment
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-SESRELAY = str(Path(PYTHON).parent / "sesrelay")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SENDER, RECIPIENT = "bench@bench.test", "rcpt@example.com"
 BIG_MESSAGE = 40 * 1024 * 1024 - 64 * 1024  # 40 MiB less room for headers and the limit
 TLS_NAME = "tls.bench.test"
 SPOOL_CLIENTS = ("botocore", "lean")  # sesrelay_spool_client's values
+# The sizing load: the spool sink holds each answer as long as AWS would take from a task
+# in the same region (typical, not measured here: no AWS access), so group commit and the
+# number of sessions a rate needs are as in production. Postfix's side is unchanged.
+AWS_LATENCY_MS = {"s3": 20.0, "sqs": 8.0}
+AWS_LATENCY_LOAD = "20 sessions, 10 KB, AWS latency"
 # The TLS load's server settings, in Postfix's names, given alike to both sides (sesrelay's
 # defaults for the rest match Postfix's: medium ciphers, no TLS log lines or header).
 TLS_SETTINGS = {"smtpd_tls_security_level": "may", "smtpd_tls_protocols": ">=TLSv1.2",
@@ -282,16 +291,20 @@ smtpd_banner = $myhostname ESMTP $mail_name
 class SpoolSink:
     """bench/spool_sink.py in its own process."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.ready = workdir / "sink.port"
+    def __init__(self, workdir: Path, latency_ms: dict[str, float] | None = None) -> None:
+        """latency_ms: how long the sink holds each answer, by service ("s3", "sqs")."""
+        self.latency_ms = latency_ms or {}
+        self.ready = workdir / f"sink-{id(self)}.port"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def start(self) -> None:
         """Start the sink and learn its port."""
         self.ready.unlink(missing_ok=True)
-        self.process = subprocess.Popen([PYTHON, str(REPO / "bench" / "spool_sink.py"),
-                                         "--ready-file", str(self.ready)])
+        self.process = subprocess.Popen([
+            PYTHON, str(REPO / "bench" / "spool_sink.py"), "--ready-file", str(self.ready),
+            "--s3-latency-ms", str(self.latency_ms.get("s3", 0)),
+            "--sqs-latency-ms", str(self.latency_ms.get("sqs", 0))])
         deadline = time.monotonic() + 30
         while not self.ready.exists():
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -333,11 +346,15 @@ class Sesrelay:
 
     def __init__(self, sink: SpoolSink, processes: int, workdir: Path,
                  cpu_affinity: bool = False, tls: dict[str, str] | None = None,
-                 spool_client: str = "botocore") -> None:
+                 spool_client: str = "botocore", bin_dir: Path | None = None,
+                 side: str = "") -> None:
+        """bin_dir: the virtualenv whose `sesrelay` runs (default: this harness's);
+        side: the side's name in the results (default: "sesrelay (<spool client>)")."""
         self.sink = sink
         self.tls = tls or {}
         self.spool_client = spool_client
-        self.side = f"sesrelay ({spool_client})"  # the side's name in the results
+        self.side = side or f"sesrelay ({spool_client})"
+        self.sesrelay = str((bin_dir or Path(PYTHON).parent) / "sesrelay")
         self.processes = processes
         self.cpu_affinity = cpu_affinity
         self.port = free_port()
@@ -366,7 +383,7 @@ class Sesrelay:
         for name in ("AWS_PROFILE", "SESRELAY_CONFIG", "AWS_ENDPOINT_URL_S3",
                      "AWS_ENDPOINT_URL_SQS", "SESRELAY_LOG_LEVEL"):
             env.pop(name, None)
-        command = [SESRELAY, "serve", "--listen", f"127.0.0.1:{self.port}",
+        command = [self.sesrelay, "serve", "--listen", f"127.0.0.1:{self.port}",
                    "--processes", str(self.processes)]
         if self.cpu_affinity:
             command.append("--cpu-affinity")
@@ -411,6 +428,7 @@ class Load:
     messages: int
     latency: bool = False  # also time each acknowledgement (1 session)
     tls: bool = False  # STARTTLS on each connection, with tls_source (against the TLS pair)
+    aws_latency: bool = False  # the relay's sink answers as far away as AWS (AWS_LATENCY_MS)
 
 
 @dataclass
@@ -756,6 +774,44 @@ def chart(rows: list[dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
+def sizing(rows: list[dict[str, object]], processes: int) -> list[dict[str, float | str]]:
+    """From the AWS-latency load, per relay side: messages per second per vCPU (the relay's
+    CPU per message, all of it, at 100 % of a vCPU), the concurrent sessions 1,000 msg/s
+    needs (Little's law: each of the load's sessions spent sessions/rate seconds per
+    message, one message per connection as smtp-source sends them), and the Fargate tasks
+    1,000 msg/s needs at the size cdk.json gives prod, at the service's CPU scaling target."""
+    from sesrelay.deployment import CPU_TARGET_PERCENT, FARGATE_CPU_UNITS_PER_VCPU
+
+    prod_cpu = json.loads((REPO / "cdk.json").read_text())["context"]["environments"][
+        "prod"]["service"]["cpu"]
+    sized = []
+    for row in rows:
+        if row["load"] != AWS_LATENCY_LOAD:
+            continue
+        ours = row["sesrelay"]
+        assert isinstance(ours, dict)
+        per_vcpu = 1000 / float(ours["cpu_ms_per_msg"])
+        seconds_per_message = 20 / float(ours["msg_per_s"])
+        task_vcpus = prod_cpu / FARGATE_CPU_UNITS_PER_VCPU
+        sized.append({"relay": str(row["relay"]), "msg_per_s_per_vcpu": per_vcpu,
+                      "session_seconds_per_msg": seconds_per_message,
+                      "sessions_per_1000_msg_per_s": 1000 * seconds_per_message,
+                      "prod_task_vcpus": task_vcpus, "cpu_target_percent": CPU_TARGET_PERCENT,
+                      "prod_tasks_per_1000_msg_per_s":
+                          1000 / (per_vcpu * task_vcpus * CPU_TARGET_PERCENT / 100),
+                      "relay_processes_measured": processes})
+    return sized
+
+
+def sizing_line(sized: dict[str, float | str]) -> str:
+    """One relay side's sizing, for the end of the run."""
+    return (f"sizing, {sized['relay']}: {float(sized['msg_per_s_per_vcpu']):.0f} msg/s per vCPU; "
+            f"1,000 msg/s needs {float(sized['sessions_per_1000_msg_per_s']):.0f} concurrent "
+            f"sessions and {float(sized['prod_tasks_per_1000_msg_per_s']):.1f} prod tasks of "
+            f"{float(sized['prod_task_vcpus']):g} vCPU at {sized['cpu_target_percent']} % CPU "
+            f"(S3 {AWS_LATENCY_MS['s3']:g} ms, SQS {AWS_LATENCY_MS['sqs']:g} ms per call)")
+
+
 def machine() -> dict[str, str]:
     """What the numbers were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in
@@ -765,18 +821,7 @@ def machine() -> dict[str, str]:
     postfix = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True,
                              text=True).stdout.strip()
     return {"cpu": cpu, "vcpus": str(os.cpu_count()), "memory_gb": f"{int(memory) / 2**20:.1f}",
-            "kernel": os.uname().release, **interpreter(), "postfix": postfix}
-
-
-def interpreter() -> dict[str, str]:
-    """The Python the relay ran on, and how it was built. PGO/LTO are read from the
-    configure arguments ("--enable-optimizations", "--with-lto"): python.org's builds and
-    the official container images declare them there; a distribution may optimise by
-    other means (Debian's build does not show them), so "no" means "not declared"."""
-    configured = sysconfig.get_config_var("CONFIG_ARGS") or ""
-    return {"python": sys.version.split()[0], "python_executable": sys.executable,
-            "python_pgo": "yes" if "--enable-optimizations" in configured else "no",
-            "python_lto": "yes" if "--with-lto" in configured else "no"}
+            "kernel": os.uname().release, "postfix": postfix}
 
 
 # --- main -----------------------------------------------------------------------------
@@ -790,6 +835,7 @@ def loads_for(quick: bool) -> tuple[list[Load], int]:
         Load("20 sessions, 100 KB", 20, 100 * 1024, 600 * scale),
         Load("20 sessions, 1 MB", 20, 1024 * 1024, 100 * scale),
         Load("20 sessions, STARTTLS, 10 KB", 20, 10 * 1024, 600 * scale, tls=True),
+        Load(AWS_LATENCY_LOAD, 20, 10 * 1024, 1500 * scale, aws_latency=True),
     ], (4 if quick else 6)
 
 
@@ -815,6 +861,14 @@ def running(*parts: Postfix | SpoolSink | Sesrelay) -> Iterator[None]:
     finally:
         for part in reversed(started):
             part.stop()
+
+
+def side_name(client: str, interpreter: dict[str, str], several: bool) -> str:
+    """A relay side's name in the results: its spool client, and its interpreter when
+    several are measured."""
+    if not several:
+        return f"sesrelay ({client})"
+    return f"sesrelay ({client}, Python {interpreter['python']} {interpreter['python_source']})"
 
 
 def interleave(rounds: int, *sides: Callable[[], Sample]) -> list[Sample]:
@@ -849,6 +903,12 @@ def main() -> int:
     parser.add_argument("--compare-spool-client", choices=[*SPOOL_CLIENTS, "none"],
                         help="also measure the relay with this spool client, interleaved in "
                         "the same rounds (default: the other one; none: skip)")
+    parser.add_argument("--relay-python", action="append", metavar="PATH",
+                        help="run the relay on this interpreter (in a virtualenv made for it "
+                        "under bench/.venvs/); repeatable, each one a side of its own in the "
+                        "same rounds; the final ratio line is the first one's (default: the "
+                        "container image's Python version if the machine has it, "
+                        "bench/interpreters.py)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this load, or 'limits' (the 40 MiB message and the "
                         "1,000 sessions); repeatable; for measuring one lever")
@@ -859,6 +919,12 @@ def main() -> int:
         return 2
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 sessions need fds
+    if args.relay_python:
+        pythons = [(path, "asked for with --relay-python") for path in args.relay_python]
+    else:
+        pythons = [default_python()]
+    interpreters = [{**describe(path), "chosen_because": why} for path, why in pythons]
+    bin_dirs = [environment(path) for path, _ in pythons]
     loads, rounds = loads_for(args.quick)
     if args.only:
         unknown = set(args.only) - {load.name for load in loads} - {"limits"}
@@ -875,62 +941,74 @@ def main() -> int:
             c for c in SPOOL_CLIENTS if c != args.spool_client)
         clients = [args.spool_client] + ([other] if other not in ("none",
                                                                   args.spool_client) else [])
+        sides = [(client, bin_dir, side_name(client, found, len(pythons) > 1))
+                 for bin_dir, found in zip(bin_dirs, interpreters, strict=True)
+                 for client in clients]
         relays = [Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity,
-                           spool_client=client) for client in clients]
+                           spool_client=client, bin_dir=bin_dir, side=name)
+                  for client, bin_dir, name in sides]
         # The TLS load's pair: the other loads keep servers without TLS, as measured before.
         tls, ca_file = tls_settings(work)
         tls_postfix = Postfix(work, tls)
         tls_relays = [Sesrelay(sink, args.relay_processes, work, args.relay_cpu_affinity, tls,
-                               spool_client=client) for client in clients]
+                               spool_client=client, bin_dir=bin_dir, side=name)
+                      for client, bin_dir, name in sides]
         tls_parts = (tls_postfix, *tls_relays) if any(load.tls for load in loads) else ()
+        far_sink = SpoolSink(work, AWS_LATENCY_MS)
+        far_relays = [Sesrelay(far_sink, args.relay_processes, work, args.relay_cpu_affinity,
+                               spool_client=client, bin_dir=bin_dir, side=name)
+                      for client, bin_dir, name in sides]
+        far_parts = (far_sink, *far_relays) if any(load.aws_latency for load in loads) else ()
         samples: list[Sample] = []
-        with running(postfix, sink, *relays, *tls_parts):
+        with running(postfix, sink, *relays, *tls_parts, *far_parts):
             for load in loads:
                 log(f"load: {load.name} ({load.messages} messages)")
                 side_postfix, side_relays = (tls_postfix, tls_relays) if load.tls else \
-                    (postfix, relays)
+                    (postfix, far_relays) if load.aws_latency else (postfix, relays)
                 samples += interleave(
                     rounds,
                     lambda load=load, side=side_postfix: run_postfix(side, load, ca_file),
                     *(lambda load=load, side=side: run_sesrelay(side, load, ca_file)
                       for side in side_relays))
             rows = summarise(samples, loads)
-            best = max((float(r["sesrelay"]["msg_per_s"]) for r in rows),  # type: ignore[index]
-                       default=1.0)
+            best = max((float(r["sesrelay"]["msg_per_s"]) for r in rows  # type: ignore[index]
+                        if r["load"] != AWS_LATENCY_LOAD), default=1.0)
             log("spool sink capacity")
             capacity = sink.capacity(3.0 if args.quick else 5.0)
         limits: dict[str, dict[str, float]] = {}
         if not args.only or "limits" in args.only:
-            single = Sesrelay(sink, 1, work)
+            single = Sesrelay(sink, 1, work, bin_dir=bin_dirs[0])
             with running(sink, single):
                 log("one relay process: a 40 MiB message")
                 limits["big_message"] = big_message(single)
                 log("one relay process: 1,000 idle sessions")
                 limits["idle_sessions"] = idle_sessions(single, 1000)
     results = {"machine": machine(), "quick": args.quick, "rounds": rounds,
-               "spool_clients": clients,
+               "spool_clients": clients, "relay_interpreters": interpreters,
                "relay_processes": args.relay_processes,
                "relay_cpu_affinity": args.relay_cpu_affinity, "rows": rows,
                "samples": [asdict(s) for s in samples],
                "sink_capacity_msg_per_s": capacity, "sink_capacity_over_relay": capacity / best,
-               "limits": limits, "seconds": time.monotonic() - started}
+               "limits": limits, "sizing": sizing(rows, args.relay_processes),
+               "seconds": time.monotonic() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    python = results["machine"]
-    assert isinstance(python, dict)
-    interpreter_line = (f"relay interpreter: Python {python['python']} "
-                        f"({python['python_executable']}; PGO {python['python_pgo']}, "
-                        f"LTO {python['python_lto']} as declared by its build)")
+    interpreter_line = "\n".join(
+        f"relay interpreter: Python {found['python']} ({found['python_executable']}, "
+        f"{found['python_source']}; PGO {found['python_pgo']}, LTO {found['python_lto']} as "
+        f"declared by its build; {found['chosen_because']})" for found in interpreters)
     (out / "table.md").write_text(table(rows) + "\n\n" + interpreter_line + "\n")
     chart(rows, out / "chart.png")
     print(table(rows))
     print(f"\n{interpreter_line}")
     print(f"\nspool sink capacity: {capacity:.0f} msg/s = {capacity / best:.1f}x the best "
           f"sesrelay rate of this run")
+    for sized in results["sizing"]:  # type: ignore[attr-defined]
+        print(sizing_line(sized))
     for name, figures in limits.items():
         print(f"{name}: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()))
     print(f"results: {out} ({results['seconds']:.0f} s)")
     head = next((r for r in rows if r["load"] == "20 sessions, 10 KB"
-                 and r["relay"] == f"sesrelay ({args.spool_client})"), None)
+                 and r["relay"] == sides[0][2]), None)
     if head is not None:
         ours, theirs = head["sesrelay"], head["postfix"]
         assert isinstance(ours, dict) and isinstance(theirs, dict)

@@ -7,7 +7,8 @@ relay and not a network or an emulator. It answers, with responses botocore acce
 - SQS SendMessage and SendMessageBatch (AWS JSON 1.0, X-Amz-Target), with the
   MD5OfMessageBody that botocore checks;
 
-and counts every request by operation. GET /_stats returns the counts as JSON and
+and counts every request by operation. With --s3-latency-ms/--sqs-latency-ms it holds
+each answer that long, as far away as AWS (the bench's sizing load). GET /_stats returns the counts as JSON and
 POST /_reset zeroes them. It runs on one asyncio loop and parses HTTP/1.1 itself (keep-alive,
 Content-Length and chunked bodies): a general HTTP framework would make the sink, not the
 relay, the bottleneck. `--measure` drives it with a built-in load generator and prints its
@@ -64,8 +65,10 @@ class Counts:
 class SinkProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: parse requests as bytes arrive, answer each in order."""
 
-    def __init__(self, counts: Counts) -> None:
+    def __init__(self, counts: Counts, latency: dict[str, float] | None = None) -> None:
+        """latency: seconds to hold each answer, by service ("s3", "sqs")."""
         self.counts = counts
+        self.latency = latency or {}
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.continued = False  # 100 Continue sent for the request being read
@@ -109,7 +112,14 @@ class SinkProtocol(asyncio.Protocol):
             return False
         self.continued = False
         del buffer[:consumed]
-        self.transport.write(self._answer(method, target, headers, body))
+        answer = self._answer(method, target, headers, body)
+        delay = self.latency.get("sqs" if "x-amz-target" in headers else
+                                 "s3" if not target.startswith("/_") else "", 0.0)
+        if delay:
+            # As far away as AWS: the client waits; this loop serves others meanwhile.
+            asyncio.get_running_loop().call_later(delay, self.transport.write, answer)
+        else:
+            self.transport.write(answer)
         return True
 
     def _answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -176,11 +186,13 @@ def _dechunk(buffer: bytearray, start: int) -> tuple[bytes | None, int]:
         pos += size + 2
 
 
-async def serve(host: str, port: int, ready_file: str | None) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve(host: str, port: int, ready_file: str | None,
+                latency: dict[str, float] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; latency as SinkProtocol takes it."""
     counts = Counts()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SinkProtocol(counts), host, port, backlog=1024)
+    server = await loop.create_server(lambda: SinkProtocol(counts, latency), host, port,
+                                      backlog=1024)
     bound = server.sockets[0].getsockname()[1]
     if ready_file:
         with open(ready_file + ".tmp", "w") as handle:
@@ -253,12 +265,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=10240)
     parser.add_argument("--generators", type=int, default=1)
+    parser.add_argument("--s3-latency-ms", type=float, default=0.0,
+                        help="hold each S3 answer this long (AWS's distance)")
+    parser.add_argument("--sqs-latency-ms", type=float, default=0.0,
+                        help="hold each SQS answer this long")
     args = parser.parse_args()
     if args.measure:
         rate = measure(args.measure, args.generators, 16, args.seconds, args.size)
         print(json.dumps({"msg_per_s": rate}))
         return
-    asyncio.run(serve(args.host, args.port, args.ready_file))
+    asyncio.run(serve(args.host, args.port, args.ready_file,
+                      {"s3": args.s3_latency_ms / 1000, "sqs": args.sqs_latency_ms / 1000}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ OUTPUT_EVENTS_LOG_GROUP = "EventsLogGroup"  # only with ses_configuration_set
 OUTPUT_REGION = "Region"
 OUTPUT_RELAY_HOST = "RelayHost"  # the name applications send to (port 25)
 
+# The relay service's size: tasks are added and removed to keep their average CPU near this
+# (the stack's target tracking; the bench's sizing figures use it too).
+CPU_TARGET_PERCENT = 60
+FARGATE_CPU_UNITS_PER_VCPU = 1024
+
 
 def stack_name(environment: str) -> str:
     """The CloudFormation stack name of an environment in cdk.json."""

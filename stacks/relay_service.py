@@ -21,6 +21,7 @@ from sesrelay import timeouts
 from sesrelay.commit import COMMIT_PREFIX
 from sesrelay.config import env_name
 from sesrelay.config.loader import ENV_TLS_SECRET
+from sesrelay.deployment import CPU_TARGET_PERCENT, FARGATE_CPU_UNITS_PER_VCPU
 from sesrelay.spool import KEY_PREFIX
 from sesrelay.telemetry import NAMESPACE_ENV, SERVICE_ENV, SERVICE_RELAY, metrics_namespace
 from sesrelay.tls_secret import CERT_FILE, KEY_FILE
@@ -53,7 +54,6 @@ RELAY_USER = "10001"
 STOP_TIMEOUT = cdk.Duration.seconds(timeouts.STOP_TIMEOUT)
 # Draining ends before the task is stopped, and well inside its stop timeout.
 DEREGISTRATION_DELAY = cdk.Duration.seconds(60)
-CPU_TARGET_PERCENT = 60
 HEALTH_CHECK_COMMAND = ["CMD", "sesrelay", "healthcheck"]
 # How long ECS ignores failing load-balancer and container health checks of a new task.
 # A cold start pulls the whole image (Fargate keeps no image cache: the arm64 Python base
@@ -64,7 +64,6 @@ HEALTH_CHECK_COMMAND = ["CMD", "sesrelay", "healthcheck"]
 # slow end with margin. The cost: a task that never becomes healthy is replaced that much
 # later (the deployment circuit breaker still rolls a broken revision back).
 HEALTH_CHECK_GRACE = cdk.Duration.minutes(5)
-FARGATE_CPU_UNITS_PER_VCPU = 1024
 
 
 def serve_arguments(cpu_units: int) -> list[str]:
