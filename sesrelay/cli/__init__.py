@@ -50,6 +50,10 @@ def _setup_logging() -> None:
     # aiosmtpd logs every command at INFO; the relay logs what Postfix would.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    # A maillog line names no source file, thread or process name: the logging HOWTO's
+    # optimisations for records that need none (the relay writes several per message).
+    logging._srcfile = None
+    logging.logThreads = logging.logMultiprocessing = False
 
 
 def build_parser() -> argparse.ArgumentParser:
