@@ -14,8 +14,9 @@ for both sides.
 Each load runs against Postfix, then sesrelay, then sesrelay, then Postfix (and so on for
 more rounds), so a drift of the machine hits both alike. Reported per load and side:
 msg/s (smtp-source's wall time), relay CPU ms per message and peak RSS (from /proc, over
-every process of the side), S3/SQS requests per message, and for the 1-session load the
-acknowledgement latency p50/p99 (from a client that times "." to "250" per message).
+every process of the side), S3/SQS requests per message, and for the 1-session and the
+sizing loads the acknowledgement latency p50/p99 (from a client that times "." to "250"
+per message, one session at a time, after the load).
 The sizing load runs the relay against a second sink that answers as far away as AWS
 (AWS_LATENCY_MS), and turns its figures into messages per second per vCPU, sessions and
 tasks per 1,000 msg/s (sizing()). The relay runs on the interpreter bench/interpreters.py
@@ -426,7 +427,9 @@ class Load:
     sessions: int
     size: int
     messages: int
-    latency: bool = False  # also time each acknowledgement (1 session)
+    # After the load, this many more messages, one session at a time, each timed: the
+    # acknowledgement latency and the whole session (timed_messages).
+    timed: int = 0
     tls: bool = False  # STARTTLS on each connection, with tls_source (against the TLS pair)
     aws_latency: bool = False  # the relay's sink answers as far away as AWS (AWS_LATENCY_MS)
 
@@ -553,25 +556,33 @@ def message_bytes(size: int) -> bytes:
     return head + line * max(1, (size - len(head)) // len(line))
 
 
-def ack_latencies(port: int, size: int, count: int) -> list[float]:
-    """One session at a time, one message per connection (as smtp-source does): seconds
-    from sending the message's last line to the 250 reply, per message."""
+def timed_messages(port: int, size: int, count: int) -> list[tuple[float, float]]:
+    """One session at a time, one message per connection (as smtp-source does): per
+    message, seconds from sending its last line to the 250 reply, and of the whole session
+    (from connecting to the reply to QUIT)."""
     payload = message_bytes(size)
     body, end = payload, b".\r\n"
     times = []
     for _ in range(count):
+        connecting = time.perf_counter()
         with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
             stream = start_data(sock)
             sock.sendall(body)
             started = time.perf_counter()
             sock.sendall(end)
             reply = _reply(stream)
-            times.append(time.perf_counter() - started)
+            acknowledged = time.perf_counter() - started
             if not reply.startswith(b"250"):
                 raise RuntimeError(f"message not accepted: {reply!r}")
             sock.sendall(b"QUIT\r\n")
             _reply(stream)
+        times.append((acknowledged, time.perf_counter() - connecting))
     return times
+
+
+def ack_latencies(port: int, size: int, count: int) -> list[float]:
+    """timed_messages' acknowledgement latencies."""
+    return [ack for ack, _session in timed_messages(port, size, count)]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -586,14 +597,13 @@ def run_postfix(postfix: Postfix, load: Load, ca_file: Path | None = None) -> Sa
     before = postfix.delivered()
     with ProcessTree(postfix.master_pid) as tree:
         seconds = send_load(postfix.port, load, ca_file)
-        latencies = ack_latencies(postfix.port, load.size, load.messages) \
-            if load.latency else []
+        timed = timed_messages(postfix.port, load.size, load.timed)
         postfix.settle()
-    count = load.messages * (2 if load.latency else 1)
+    count = load.messages + load.timed
     delivered = postfix.delivered() - before
     if delivered < count:
         log(f"warning: Postfix delivered {delivered} of {count} messages (log lag?)")
-    return _sample("postfix", load, seconds, tree, count, latencies, {})
+    return _sample("postfix", load, seconds, tree, count, timed, {})
 
 
 def run_sesrelay(relay: Sesrelay, load: Load, ca_file: Path | None = None) -> Sample:
@@ -602,24 +612,24 @@ def run_sesrelay(relay: Sesrelay, load: Load, ca_file: Path | None = None) -> Sa
     assert relay.process is not None
     with ProcessTree(relay.process.pid) as tree:
         seconds = send_load(relay.port, load, ca_file)
-        latencies = ack_latencies(relay.port, load.size, load.messages) \
-            if load.latency else []
-    count = load.messages * (2 if load.latency else 1)
+        timed = timed_messages(relay.port, load.size, load.timed)
+    count = load.messages + load.timed
     stats = relay.sink.stats()
     if stats["sqs_messages"] != count:
         raise RuntimeError(f"sesrelay spooled {stats['sqs_messages']} of {count} messages")
     ops = stats["ops"]
     assert isinstance(ops, dict)
     requests = {op: n / count for op, n in sorted(ops.items())}
-    return _sample(relay.side, load, seconds, tree, count, latencies, requests)
+    return _sample(relay.side, load, seconds, tree, count, timed, requests)
 
 
 def _sample(side: str, load: Load, seconds: float, tree: ProcessTree, count: int,
-            latencies: list[float], requests: dict[str, float]) -> Sample:
+            timed: list[tuple[float, float]], requests: dict[str, float]) -> Sample:
     latency = {}
-    if latencies:
-        latency = {"p50": percentile(latencies, 0.5) * 1000,
-                   "p99": percentile(latencies, 0.99) * 1000}
+    if timed:
+        acks, sessions = [t[0] for t in timed], [t[1] for t in timed]
+        latency = {"p50": percentile(acks, 0.5) * 1000, "p99": percentile(acks, 0.99) * 1000,
+                   "session_p50": percentile(sessions, 0.5) * 1000}
     return Sample(side, load.name, load.messages, seconds, load.messages / seconds,
                   tree.cpu_seconds() * 1000 / count, tree.peak_rss / 2**20, requests, latency)
 
@@ -777,9 +787,10 @@ def chart(rows: list[dict[str, object]], path: Path) -> None:
 def sizing(rows: list[dict[str, object]], processes: int) -> list[dict[str, float | str]]:
     """From the AWS-latency load, per relay side: messages per second per vCPU (the relay's
     CPU per message, all of it, at 100 % of a vCPU), the concurrent sessions 1,000 msg/s
-    needs (Little's law: each of the load's sessions spent sessions/rate seconds per
-    message, one message per connection as smtp-source sends them), and the Fargate tasks
-    1,000 msg/s needs at the size cdk.json gives prod, at the service's CPU scaling target."""
+    needs (Little's law: the rate times a lone session's time per message, connect to QUIT,
+    one message per connection as smtp-source sends them; a busier relay's sessions take
+    longer), and the Fargate tasks 1,000 msg/s needs at the size cdk.json gives prod, at
+    the service's CPU scaling target."""
     from sesrelay.deployment import CPU_TARGET_PERCENT, FARGATE_CPU_UNITS_PER_VCPU
 
     prod_cpu = json.loads((REPO / "cdk.json").read_text())["context"]["environments"][
@@ -791,7 +802,7 @@ def sizing(rows: list[dict[str, object]], processes: int) -> list[dict[str, floa
         ours = row["sesrelay"]
         assert isinstance(ours, dict)
         per_vcpu = 1000 / float(ours["cpu_ms_per_msg"])
-        seconds_per_message = 20 / float(ours["msg_per_s"])
+        seconds_per_message = float(ours["latency_ms"]["session_p50"]) / 1000
         task_vcpus = prod_cpu / FARGATE_CPU_UNITS_PER_VCPU
         sized.append({"relay": str(row["relay"]), "msg_per_s_per_vcpu": per_vcpu,
                       "session_seconds_per_msg": seconds_per_message,
@@ -831,11 +842,11 @@ def loads_for(quick: bool) -> tuple[list[Load], int]:
     scale = 1 if quick else 2
     return [
         Load("20 sessions, 10 KB", 20, 10 * 1024, 3000 * scale),
-        Load("1 session, 10 KB", 1, 10 * 1024, 200 * scale, latency=True),
+        Load("1 session, 10 KB", 1, 10 * 1024, 200 * scale, timed=200 * scale),
         Load("20 sessions, 100 KB", 20, 100 * 1024, 600 * scale),
         Load("20 sessions, 1 MB", 20, 1024 * 1024, 100 * scale),
         Load("20 sessions, STARTTLS, 10 KB", 20, 10 * 1024, 600 * scale, tls=True),
-        Load(AWS_LATENCY_LOAD, 20, 10 * 1024, 1500 * scale, aws_latency=True),
+        Load(AWS_LATENCY_LOAD, 20, 10 * 1024, 1500 * scale, timed=100, aws_latency=True),
     ], (4 if quick else 6)
 
 

@@ -8,11 +8,11 @@ relay and not a network or an emulator. It answers, with responses botocore acce
   MD5OfMessageBody that botocore checks;
 
 and counts every request by operation. With --s3-latency-ms/--sqs-latency-ms it holds
-each answer that long, as far away as AWS (the bench's sizing load). GET /_stats returns the counts as JSON and
-POST /_reset zeroes them. It runs on one asyncio loop and parses HTTP/1.1 itself (keep-alive,
-Content-Length and chunked bodies): a general HTTP framework would make the sink, not the
-relay, the bottleneck. `--measure` drives it with a built-in load generator and prints its
-capacity.
+each answer that long, as far away as AWS (the bench's sizing load). GET /_stats returns
+the counts as JSON and POST /_reset zeroes them. It runs on one asyncio loop and parses
+HTTP/1.1 itself (keep-alive, Content-Length and chunked bodies): a general HTTP framework
+would make the sink, not the relay, the bottleneck. `--measure` drives it with a built-in
+load generator and prints its capacity.
 """
 
 from __future__ import annotations
