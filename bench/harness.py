@@ -13,7 +13,7 @@ for both sides.
 
 Each load runs against Postfix, then sesrelay, then sesrelay, then Postfix (and so on for
 more rounds), so a drift of the machine hits both alike. Reported per load and side:
-msg/s (smtp-source's wall time), relay CPU ms per message and peak RSS (from /proc, over
+msg/s (smtp-source's wall time), relay CPU ms per message and peak PSS (from /proc, over
 every process of the side), S3/SQS requests per message, and for the 1-session and the
 sizing loads the acknowledgement latency p50/p99 (from a client that times "." to "250"
 per message, one session at a time, after the load).
@@ -137,7 +137,7 @@ class ProcessTree:
     def __init__(self, root: int, interval: float = 0.1) -> None:
         self.root = root
         self.interval = interval
-        self.peak_rss = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._base: dict[int, int] = {}
@@ -164,7 +164,7 @@ class ProcessTree:
     def _sample(self) -> None:
         tree = self._tree()
         self._seen.update(tree)
-        self.peak_rss = max(self.peak_rss, sum(_pss(pid) for pid in tree))
+        self.peak_pss = max(self.peak_pss, sum(_pss(pid) for pid in tree))
 
     def __enter__(self) -> ProcessTree:
         tree = self._tree()
@@ -172,7 +172,7 @@ class ProcessTree:
         self._root_base = root[1] + root[2]
         self._base = {pid: own for pid, (_, own, _) in tree.items() if pid != self.root}
         self._seen = set(tree)
-        self.peak_rss = 0
+        self.peak_pss = 0
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -444,7 +444,7 @@ class Sample:
     seconds: float
     msg_per_s: float
     cpu_ms_per_msg: float
-    peak_rss_mb: float
+    peak_pss_mb: float
     requests_per_msg: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
 
@@ -631,7 +631,7 @@ def _sample(side: str, load: Load, seconds: float, tree: ProcessTree, count: int
         latency = {"p50": percentile(acks, 0.5) * 1000, "p99": percentile(acks, 0.99) * 1000,
                    "session_p50": percentile(sessions, 0.5) * 1000}
     return Sample(side, load.name, load.messages, seconds, load.messages / seconds,
-                  tree.cpu_seconds() * 1000 / count, tree.peak_rss / 2**20, requests, latency)
+                  tree.cpu_seconds() * 1000 / count, tree.peak_pss / 2**20, requests, latency)
 
 
 # --- relay-only targets ---------------------------------------------------------------
@@ -701,7 +701,7 @@ def _medians(mine: list[Sample]) -> dict[str, object]:
     return {
         "msg_per_s": statistics.median(s.msg_per_s for s in mine),
         "cpu_ms_per_msg": statistics.median(s.cpu_ms_per_msg for s in mine),
-        "peak_rss_mb": max(s.peak_rss_mb for s in mine),
+        "peak_pss_mb": max(s.peak_pss_mb for s in mine),
         "latency_ms": {k: statistics.median(s.latency_ms[k] for s in mine)
                        for k in mine[0].latency_ms},
         "requests_per_msg": mine[-1].requests_per_msg,
@@ -728,8 +728,8 @@ def summarise(samples: list[Sample], loads: list[Load]) -> list[dict[str, object
 def table(rows: list[dict[str, object]]) -> str:
     """The results as a Markdown table."""
     lines = ["| load | relay | msg/s ratio | CPU/msg ratio | sesrelay msg/s | postfix msg/s | "
-             "sesrelay CPU ms/msg | postfix CPU ms/msg | sesrelay peak RSS MB | "
-             "postfix peak RSS MB | latency p50/p99 ms (sesrelay; postfix) | "
+             "sesrelay CPU ms/msg | postfix CPU ms/msg | sesrelay peak PSS MB | "
+             "postfix peak PSS MB | latency p50/p99 ms (sesrelay; postfix) | "
              "S3+SQS requests/msg |", "|" + "---|" * 12]
     for row in rows:
         ours, theirs = row["sesrelay"], row["postfix"]
@@ -744,7 +744,7 @@ def table(rows: list[dict[str, object]]) -> str:
             f"{row['cpu_ratio']:.2f} | "
             f"{ours['msg_per_s']:.0f} | {theirs['msg_per_s']:.0f} | "
             f"{ours['cpu_ms_per_msg']:.2f} | {theirs['cpu_ms_per_msg']:.2f} | "
-            f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | {latency} | "
+            f"{ours['peak_pss_mb']:.0f} | {theirs['peak_pss_mb']:.0f} | {latency} | "
             f"{requests} |")
     return "\n".join(lines)
 
