@@ -1,7 +1,9 @@
-"""The header_checks(5) engine, shared by the relay (header_checks, at receipt) and the
+r"""The header_checks(5) engine, shared by the relay (header_checks, at receipt) and the
 worker (smtp_header_checks, just before SES).
 
-One logical header at a time is matched, line breaks removed, against a regexp table;
+One logical header at a time is matched against a regexp table, as Postfix matches it: a
+folded header with a newline where each line break was (so /^X: a b/ does not match
+"X: a" folded before " b", and /^X: a\s+b/ does), and no newline at its end;
 the first matching rule acts, and what a rule adds (PREPEND) or puts in its place
 (REPLACE) is not inspected again. The engine only decides: its callers log and reply.
 """
@@ -60,8 +62,9 @@ def apply_header_checks(table: RegexpTable, lines: list[bytes]) -> HeaderCheckRe
     for header in logical_headers(lines):
         found = None
         if table:
-            subject = header.decode("utf-8", "surrogateescape").replace("\r\n", "")
-            found = table.lookup(subject.rstrip("\n"))
+            subject = header.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+            subject = subject.rstrip("\n")
+            found = table.lookup(subject)
         if found is None:
             result.headers.append(header)
             continue
@@ -74,7 +77,8 @@ def apply_header_checks(table: RegexpTable, lines: list[bytes]) -> HeaderCheckRe
         if rule.action in STOPPING:
             result.stopped = event
             return result
-        added = text.encode("utf-8", "surrogateescape") + b"\r\n"
+        # Text copied from a folded header ($N) keeps its folds, as lines of the message.
+        added = text.replace("\n", "\r\n").encode("utf-8", "surrogateescape") + b"\r\n"
         if rule.action == "PREPEND":
             result.headers += [added, header]
         elif rule.action == "REPLACE":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 
-from sesrelay import header_checks
+from sesrelay import header_checks, maillog
 from sesrelay.config.tables import RegexpTable
 from sesrelay.maillog import printable
 from smtp_relay import replies
@@ -34,6 +34,25 @@ def received_count(header_lines: list[bytes]) -> int:
                if is_header_start(line) and line.split(b":", 1)[0].lower() == b"received")
 
 
+@dataclass(frozen=True)
+class Context:
+    """What Postfix's cleanup(8) writes about the message in a header_checks line: the
+    client (name[address]), the envelope sender and first recipient, the protocol and the
+    HELO name."""
+
+    client: str
+    sender: str
+    recipient: str
+    proto: str
+    helo: str
+
+    def line(self, queue_id: str, action: str, header: str, text: str = "") -> str:
+        """The line for one action on one header (maillog.header_action)."""
+        return maillog.header_action(queue_id, action, header, self.client,
+                                     sender=self.sender, recipient=self.recipient,
+                                     proto=self.proto, helo=self.helo, text=text)
+
+
 @dataclass
 class HeaderCheckResult:
     """What header_checks decided for one message: the headers to store, or the reply
@@ -45,24 +64,28 @@ class HeaderCheckResult:
 
 
 def apply_header_checks(table: RegexpTable, lines: list[bytes], soft_bounce: bool,
-                        queue_id: str) -> HeaderCheckResult:
+                        queue_id: str, context: Context) -> HeaderCheckResult:
     """Apply header_checks at receipt (sesrelay.header_checks decides), log what its
-    rules did as Postfix's cleanup(8) logs it, and turn a REJECT into the reply."""
+    rules did as Postfix's cleanup(8) logs it (the lines pflogsumm counts), and turn a
+    REJECT into the reply."""
     checked = header_checks.apply_header_checks(table, lines)
     result = HeaderCheckResult(checked.headers)
+    cleanup = {"maillog_program": maillog.CLEANUP}
     for event in checked.events:
         if event.action in _LOGGED:
             level = logging.WARNING if event.action == "WARN" else logging.INFO
-            log.log(level, "%s: %s: header %s: %s", queue_id, _LOGGED[event.action],
-                    event.header, printable(event.text))
+            log.log(level, "%s", context.line(queue_id, _LOGGED[event.action], event.header,
+                                              printable(event.text)), extra=cleanup)
     stopped = checked.stopped
     if stopped is not None and stopped.action == "REJECT":
         text = printable(stopped.text) or replies.CONTENT_REJECTED
-        log.info("%s: reject: header %s: %s", queue_id, stopped.header, text)
+        log.info("%s", context.line(queue_id, "reject", stopped.header, f"5.7.1 {text}"),
+                 extra=cleanup)
         result.reject = replies.soften(f"550 5.7.1 {text}", soft_bounce)
     elif stopped is not None:
-        result.discard = printable(stopped.text) or "header_checks DISCARD"
-        log.info("%s: discard: header %s: %s", queue_id, stopped.header, result.discard)
+        text = printable(stopped.text)
+        result.discard = text or "header_checks DISCARD"
+        log.info("%s", context.line(queue_id, "discard", stopped.header, text), extra=cleanup)
     return result
 
 

@@ -31,6 +31,7 @@ from smtp_relay.cleanup import (
 )
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import (
+    Context,
     apply_header_checks,
     drop_headers,
     protocol_name,
@@ -58,6 +59,11 @@ def client_address(session: Session) -> str:
 
 def _client(session: Session) -> str:
     return f"unknown[{client_address(session)}]"
+
+
+def _proto(session: Session) -> str:
+    """Postfix's proto= of a session's log lines."""
+    return "ESMTP" if session.extended_smtp else "SMTP"
 
 
 @dataclass
@@ -94,8 +100,12 @@ class Transaction:
         The body is appended to this buffer as it arrives, so the message exists in memory
         once, in the form it is stored in S3.
         """
+        session, envelope = self.session, self.envelope
+        context = Context(_client(session), envelope.mail_from or "",
+                          envelope.rcpt_tos[0] if envelope.rcpt_tos else "",
+                          _proto(session), session.host_name or "")
         checked = apply_header_checks(self.config.header_checks, header_lines,
-                                      self.config.soft_bounce, self.queue_id)
+                                      self.config.soft_bounce, self.queue_id, context)
         self.reject, self.discard = checked.reject, checked.discard
         headers = drop_headers(checked.headers, self.config.message_drop_headers)
         if self.reject is None and self.discard is None and self.from_rewrite:
@@ -221,9 +231,9 @@ class Relay:
     def _log_reject(self, session: Session, stage: str, reply: str, sender: str,
                     recipient: str) -> None:
         """smtpd's NOQUEUE reject line, and the reply's metric."""
-        log.info("NOQUEUE: reject: %s from %s: %s; from=<%s>%s proto=%s helo=<%s>", stage,
-                 _client(session), reply, sender, f" to=<{recipient}>" if recipient else "",
-                 "ESMTP" if session.extended_smtp else "SMTP", session.host_name)
+        log.info("%s", maillog.reject(stage, _client(session), reply, sender=sender,
+                                      recipient=recipient, proto=_proto(session),
+                                      helo=session.host_name or ""))
         self.metrics.count(telemetry.DEFERRED if reply.startswith("4")
                            else telemetry.REJECTED)
 
@@ -251,11 +261,19 @@ class Relay:
 
     def begin_data(self, session: Session, envelope: Envelope,
                    tls: TlsSession | None = None) -> Transaction:
-        """A queue ID and timestamp for the message about to be read."""
+        """A queue ID and timestamp for the message about to be read, and smtpd's
+        ``client=`` line, written as Postfix writes it once a message has a queue ID
+        (whatever becomes of the message: pflogsumm counts it received)."""
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
-        return Transaction(new_queue_id(), utc_now(), session, envelope, self.config, tls,
-                           self.config.ses_default_sender
-                           if self.cleanup.replaces_sender(sender) else "")
+        transaction = Transaction(new_queue_id(), utc_now(), session, envelope, self.config,
+                                  tls, self.config.ses_default_sender
+                                  if self.cleanup.replaces_sender(sender) else "")
+        login = transaction.login
+        log.info("%s", maillog.client(transaction.queue_id, client_address(session),
+                                      login.method if login else "",
+                                      login.username if login else ""),
+                 extra={"maillog_program": maillog.SMTPD})
+        return transaction
 
     async def finish_data(self, transaction: Transaction, message: bytearray) -> str:
         """header_checks' verdict, then the durable handoff; returns the reply to DATA."""
@@ -304,10 +322,6 @@ class Relay:
         finally:
             self.storing.discard(session)
         self.metrics.spool_latency((time.monotonic() - started) * 1000)
-        log.info("%s", maillog.client(queue_id, client_address(session),
-                                      login.method if login else "",
-                                      login.username if login else ""),
-                 extra={"maillog_program": maillog.SMTPD})
         _log_rewriting(queue_id, rewritten)
         log.info("%s", maillog.queued(queue_id, spooled.mail_from, spooled.size,
                                       len(spooled.rcpt_to)),
@@ -315,11 +329,14 @@ class Relay:
         return replies.queued(queue_id)
 
     def record_reply(self, transaction: Transaction, reply: str) -> None:
-        """Count the message by its reply, and log rejections as Postfix's cleanup does."""
+        """Count the message by its reply, and log a rejection that header_checks has not
+        already logged (as Postfix's cleanup does, once)."""
         if reply.startswith("2"):
             self.metrics.count(telemetry.ACCEPTED)
             return
         self.metrics.count(telemetry.DEFERRED if reply.startswith("4") else telemetry.REJECTED)
+        if reply == transaction.reject:
+            return
         log.info("%s: reject: DATA from %s: %s; from=<%s> nrcpt=%d", transaction.queue_id,
                  _client(transaction.session), reply, transaction.envelope.mail_from,
                  len(transaction.envelope.rcpt_tos))

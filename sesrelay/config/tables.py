@@ -245,7 +245,7 @@ def parse_alias_domains(value: str, where: str) -> DomainList:
         if parsed is not None and parsed[0] in ("regexp", "pcre"):
             rules.extend(RegexpRule(pattern, negated, "", result, at, conditions)
                          for at, pattern, negated, result, conditions
-                         in _regexp_rules(Path(parsed[1]), where))
+                         in _regexp_rules(parsed[0], Path(parsed[1]), where))
         elif parsed is not None:
             patterns.extend((False, key.rstrip(".")) for key in read_key_values(item, where)
                             if "@" not in key)
@@ -347,10 +347,19 @@ class RegexpTable:
         return None
 
 
-_PATTERN_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "x": re.VERBOSE}
+# Each table type's default flags and what its pattern flags toggle, in Python's terms
+# (regexp_table(5), pcre_table(5)). regexp: tables are POSIX extended expressions compiled
+# without REG_NEWLINE: "." matches a newline (a folded header holds one) and ^ and $ match
+# only at the ends, until "m" (REG_NEWLINE) turns both around. Their "x" (basic syntax)
+# has no equivalent here and is refused. pcre: tables: "." matches no newline unless "s".
+_DEFAULT_FLAGS = {"regexp": re.IGNORECASE | re.DOTALL, "pcre": re.IGNORECASE}
+_PATTERN_FLAGS = {
+    "regexp": {"i": re.IGNORECASE, "m": re.MULTILINE | re.DOTALL},
+    "pcre": {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE},
+}
 
 
-def _parse_pattern(text: str, where: str) -> tuple[re.Pattern[str], bool, str]:
+def _parse_pattern(kind: str, text: str, where: str) -> tuple[re.Pattern[str], bool, str]:
     """Parse '[!]/regex/flags rest' -> (compiled, negated, rest)."""
     negated = text.startswith("!")
     if negated:
@@ -369,11 +378,12 @@ def _parse_pattern(text: str, where: str) -> tuple[re.Pattern[str], bool, str]:
     regex = text[1:end]
     flags_match = re.match(r"[A-Za-z]*", text[end + 1:])
     flag_text = flags_match.group(0) if flags_match else ""
-    flags = re.IGNORECASE  # Postfix regexp tables are case-insensitive by default
+    flags = _DEFAULT_FLAGS[kind]  # case-insensitive by default, as in Postfix
     for flag in flag_text:
-        if flag not in _PATTERN_FLAGS:
-            raise ConfigError(f"unknown pattern flag {flag!r}", where)
-        flags ^= _PATTERN_FLAGS[flag]
+        if flag not in _PATTERN_FLAGS[kind]:
+            raise ConfigError(f"{kind}: pattern flag {flag!r} is not supported (supported: "
+                              f"{', '.join(_PATTERN_FLAGS[kind])})", where)
+        flags ^= _PATTERN_FLAGS[kind][flag]
     try:
         compiled = re.compile(regex, flags)
     except re.error as exc:
@@ -384,7 +394,7 @@ def _parse_pattern(text: str, where: str) -> tuple[re.Pattern[str], bool, str]:
 _Conditions = tuple[tuple[re.Pattern[str], bool], ...]
 
 
-def _regexp_rules(path: Path, where: str
+def _regexp_rules(kind: str, path: Path, where: str
                   ) -> Iterator[tuple[str, re.Pattern[str], bool, str, _Conditions]]:
     """The rules of one regexp:/pcre: table file, IF/ENDIF resolved: (file:line, pattern,
     negated, result text, enclosing IF conditions)."""
@@ -398,22 +408,22 @@ def _regexp_rules(path: Path, where: str
             stack.pop()
             continue
         if keyword == "if":
-            pattern, negated, rest = _parse_pattern(line.split(None, 1)[1], at)
+            pattern, negated, rest = _parse_pattern(kind, line.split(None, 1)[1], at)
             if rest:
                 raise ConfigError("text after IF pattern", at)
             stack.append((pattern, negated))
             continue
-        pattern, negated, result = _parse_pattern(line, at)
+        pattern, negated, result = _parse_pattern(kind, line, at)
         yield at, pattern, negated, result, tuple(stack)
     if stack:
         raise ConfigError("IF without ENDIF", str(path))
 
 
-def _regexp_path(item: str, parameter: str, where: str) -> Path:
+def _regexp_path(item: str, parameter: str, where: str) -> tuple[str, Path]:
     parsed = _split_type(item)
     if parsed is None or parsed[0] not in ("regexp", "pcre"):
         raise ConfigError(f"{parameter} needs regexp: or pcre: tables, not {item!r}", where)
-    return Path(parsed[1])
+    return parsed[0], Path(parsed[1])
 
 
 def header_checks_parser(parameter: str, actions: tuple[str, ...] = HEADER_ACTIONS):
@@ -424,7 +434,7 @@ def header_checks_parser(parameter: str, actions: tuple[str, ...] = HEADER_ACTIO
         rules: list[RegexpRule] = []
         for item in split_list(value):
             for at, pattern, negated, result, conditions in _regexp_rules(
-                    _regexp_path(item, parameter, where), where):
+                    *_regexp_path(item, parameter, where), where):
                 action, _, text = result.partition(" ")
                 action = action.upper()
                 if action not in actions:
@@ -503,7 +513,7 @@ def parse_address_maps(value: str, where: str) -> AddressMaps:
         if parsed is not None and parsed[0] in ("regexp", "pcre"):
             rules = tuple(RegexpRule(pattern, negated, "", result, at, conditions)
                           for at, pattern, negated, result, conditions
-                          in _regexp_rules(Path(parsed[1]), where))
+                          in _regexp_rules(parsed[0], Path(parsed[1]), where))
             tables.append(AddressTable(item, True, rules=rules))
         else:
             tables.append(AddressTable(item, False, entries=read_key_values(item, where)))

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import shutil
 import smtplib
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from sesrelay.logformat import MaillogFormatter
+from tests.postfix_support import relaying_postfix, requires_postfix, write_tables
+from tests.postfix_support import send as send_to_postfix
 from tests.relay.conftest import SpoolAccount
 
 CHECKS = """\
@@ -16,7 +25,15 @@ CHECKS = """\
 /^X-Debug:/ WARN debug header seen
 /^Subject:\\s*\\[ext\\]\\s*(.*)/ REPLACE Subject: $1
 /^From:.*@legacy\\.example/ PREPEND X-Legacy-Sender: yes
+/^X-Fold: a b/ WARN matched without the fold's newline
+/^X-Fold2: a\\s+b/ WARN matched across the fold
+/^X-Fold3: a.b/ WARN one character for the fold
+/^X-Fold4: c$/m WARN the end of the first line
+/^X-Fold5: .*lottery/ WARN dot matches the newline
 """
+# Folded headers, each matched with a newline where it was folded, as Postfix matches it.
+FOLDED = ("X-Fold: a\r\n b\r\nX-Fold2: a\r\n b\r\nX-Fold3: a\r\n\tb\r\n"
+          "X-Fold4: c\r\n d\r\nX-Fold5: the\r\n lottery\r\n")
 MESSAGE = ("From: App <app@legacy.example>\r\n"
            "Subject: {subject}\r\n"
            "X-Internal-Secret: hunter2\r\n"
@@ -68,8 +85,34 @@ def test_ignore_replace_prepend_and_warn(relay, spool_account, caplog) -> None:
     assert b"X-Debug: on" in headers and b" folded continuation" in headers  # WARN keeps it
     assert spooled.raw.endswith(b"\r\n\r\nBody line.\r\n")
     assert any(record.levelname == "WARNING" and record.getMessage().endswith(
-        ": warning: header X-Debug: on folded continuation: debug header seen")
-        for record in caplog.records)
+        ": warning: header X-Debug: on? folded continuation from unknown[127.0.0.1]; "
+        "from=<app@legacy.example> to=<someone@example.org> proto=ESMTP "
+        "helo=<client.example.org>: debug header seen") for record in caplog.records)
+
+
+def test_pflogsumm_reads_the_relays_header_checks_lines(relay, spool_account,
+                                                        caplog) -> None:
+    """The oracle: pflogsumm counts the relay's own cleanup lines for header_checks as it
+    counts Postfix's (a rejected message and a reject warning, with the header)."""
+    caplog.set_level(logging.INFO, logger="sesrelay")
+    started = relay()
+    assert send(started, "win the lottery")[0] == 550
+    assert send(started, "[ext] quarterly report")[0] == 250
+    formatter = MaillogFormatter(host="relay")
+    text = "".join(formatter.format(r) + "\n" for r in caplog.records
+                   if r.name.startswith("sesrelay"))
+    assert "sesrelay/cleanup[" in text
+    result = subprocess.run([shutil.which("pflogsumm") or "/usr/sbin/pflogsumm",
+                             "--syslog-name=sesrelay", "--problems-first"], input=text,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    report = result.stdout
+    assert re.search(r"^\s+1\s+rejected", report, re.MULTILINE)
+    assert re.search(r"^\s+1\s+reject warnings", report, re.MULTILINE)
+    rejects = report.split("message reject detail")[1].split("message reject warning")[0]
+    assert "cleanup" in rejects and "Subject: win the lottery" in rejects
+    warnings = report.split("message reject warning detail")[1]
+    assert "X-Debug: on? folded continuation" in warnings
 
 
 def test_message_without_a_blank_line_after_headers(start_relay, spool_account) -> None:
@@ -150,3 +193,51 @@ def test_message_drop_headers_names_any_header_in_any_case(
     relay = start_relay(message_drop_headers="X-Internal-Trace Return-Path")
     names = spooled_header_names(relay, spool_account)
     assert names == [b"received", b"from", b"bcc", b"content-length", b"subject"]
+
+
+# A message's smtpd and cleanup lines that header_checks concerns, as "program: text"
+# with the queue ID and the client's name (Postfix looks it up, sesrelay does not) made
+# alike: the lines both must write the same.
+_COMPARED = re.compile(r"(?:postfix|sesrelay)/(smtpd|cleanup)\[\d+\]: ([0-9A-Z]+): "
+                       r"((?:client=|reject: |warning: |discard: ).*)$")
+
+
+def _compared(log_text: str) -> list[str]:
+    found = []
+    for line in log_text.splitlines():
+        match = _COMPARED.search(line)
+        if match:
+            text = re.sub(r"\b[\w.-]+\[127\.0\.0\.1\]", "client[127.0.0.1]", match[3])
+            found.append(f"{match[1]}: {text}")
+    return found
+
+
+@requires_postfix
+def test_header_checks_lines_are_postfixs(start_relay, spool_account, caplog) -> None:
+    """The oracle: Postfix 3.7 with the same header_checks and the same messages (REJECT,
+    DISCARD, WARN with REPLACE, and folded headers that some rules match and some do not)
+    writes the same smtpd and cleanup lines."""
+    subjects = ["win the lottery", "[drop] noise", "[ext] quarterly report",
+                "folded\r\n" + FOLDED.rstrip("\r\n")]
+    caplog.set_level(logging.INFO, logger="sesrelay")
+    with tempfile.TemporaryDirectory() as directory:
+        tables = write_tables(Path(directory), {"header_checks": CHECKS})
+        checks = f"regexp:{tables / 'header_checks'}"
+        relay = start_relay(header_checks=checks)
+        for subject in subjects:
+            send(relay, subject)
+        formatter = MaillogFormatter(host="relay")
+        ours = _compared("\n".join(formatter.format(r) for r in caplog.records))
+        with relaying_postfix(f"header_checks = {checks}\n") as postfix:
+            for subject in subjects:
+                send_to_postfix(postfix.postfix.port, "app@legacy.example",
+                                ["someone@example.org"],
+                                MESSAGE.format(subject=subject).encode())
+            deadline = time.monotonic() + 10
+            while len(theirs := _compared(postfix.postfix.log.read_text())) < len(ours):
+                assert time.monotonic() < deadline, postfix.postfix.log.read_text()
+                time.sleep(0.1)
+    assert ours == theirs
+    assert len(ours) == 11  # client= and a cleanup line for each message, and 3 folds
+    assert [line.split(": ", 3)[2] for line in ours if "X-Fold" in line] == [
+        "header X-Fold2", "header X-Fold4", "header X-Fold5"]

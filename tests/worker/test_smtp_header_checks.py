@@ -19,7 +19,8 @@ CHECKS = r"""
 /^X-Strip:/                 STRIP internal header
 /^X-Warn:/                  WARN looked at
 /^X-Info:/                  INFO seen
-/^X-Folded: one two/        REPLACE X-Folded: joined
+/^X-Folded: one\s+two/     REPLACE X-Folded: joined
+/^X-Unfolded: one two/      REPLACE X-Unfolded: never: Postfix keeps the fold's newline
 /^X-Keep:/                  DUNNO
 /^Bcc:/                     WARN never seen: Bcc is removed first
 """
@@ -41,6 +42,7 @@ def test_each_action_on_what_ses_receives(checks: None, spool: Spool,
                                           ) -> None:
     raw = message(subject="quarterly", extra_headers=(
         "X-Drop: a\r\nX-Strip: b\r\nX-Warn: c\r\nX-Info: d\r\nX-Folded: one\r\n two\r\n"
+        "X-Unfolded: one\r\n two\r\n"
         "X-Keep: e\r\nBcc: hidden@example.org\r\n"), body="Body stays.\r\n")
     envelope = spool.put(raw, ["alice@example.org"])
 
@@ -50,7 +52,7 @@ def test_each_action_on_what_ses_receives(checks: None, spool: Spool,
     headers = header_block(sent.raw_data)
     assert headers[2:] == [
         "From: noreply@example.com", "X-Original-Subject: quarterly", "Subject: quarterly",
-        "X-Warn: c", "X-Info: d", "X-Folded: joined", "X-Keep: e",
+        "X-Warn: c", "X-Info: d", "X-Folded: joined", "X-Unfolded: one", " two", "X-Keep: e",
         "Message-ID: <test@example.com>"]
     assert headers[0].startswith("Received: ")  # untouched, as is the body
     assert sent.raw_data.endswith("\r\n\r\nBody stays.\r\n")
@@ -64,7 +66,7 @@ def test_each_action_on_what_ses_receives(checks: None, spool: Spool,
         f"{queue_id}: strip: header X-Strip: b: internal header",
         f"{queue_id}: warning: header X-Warn: c: looked at",
         f"{queue_id}: info: header X-Info: d: seen",
-        f"{queue_id}: replace: header X-Folded: one two: X-Folded: joined"]
+        f"{queue_id}: replace: header X-Folded: one? two: X-Folded: joined"]
 
 
 def test_a_bounce_gets_the_checks_and_quotes_the_original(checks: None, spool: Spool) -> None:
