@@ -107,6 +107,18 @@ def _stat(pid: int) -> tuple[int, int, int] | None:
     return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
 
 
+def _own_ticks(pid: int) -> int:
+    """CPU ticks pid has used itself (0 once it is gone)."""
+    stat = _stat(pid)
+    return stat[1] if stat is not None else 0
+
+
+def _children_seconds() -> float:
+    """CPU seconds of this process's reaped children (smtp-source runs as one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _pss(pid: int) -> int:
     """Proportional set size: shared pages (Postfix's processes share libraries) are split
     among the processes that map them, so a sum over processes counts memory once."""
@@ -447,10 +459,17 @@ class Sample:
     peak_pss_mb: float
     requests_per_msg: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # The rest of the machine's work for this side, per message of the load: smtp-source
+    # (0 for the TLS load, whose client runs in the harness) and the side's sink
+    # (smtp-sink for Postfix, the spool sink for sesrelay). On 2 cores shared by all of
+    # them, the throughput ratio follows the sum, not the server's share alone.
+    client_cpu_ms_per_msg: float = 0.0
+    sink_cpu_ms_per_msg: float = 0.0
 
 
 def smtp_source(port: int, load: Load) -> float:
-    """Run smtp-source; return its wall time in seconds."""
+    """Run smtp-source; return its wall time in seconds (its CPU time is in this
+    process's reaped children's, _children_seconds)."""
     started = time.monotonic()
     result = subprocess.run(
         ["smtp-source", "-s", str(load.sessions), "-l", str(load.size), "-m",
@@ -595,23 +614,28 @@ def run_postfix(postfix: Postfix, load: Load, ca_file: Path | None = None) -> Sa
     """One load against Postfix, until every message reached smtp-sink."""
     postfix.settle()
     before = postfix.delivered()
+    assert postfix.sink is not None
+    others = _Others(postfix.sink.pid)
     with ProcessTree(postfix.master_pid) as tree:
         seconds = send_load(postfix.port, load, ca_file)
+        others.client_done()
         timed = timed_messages(postfix.port, load.size, load.timed)
         postfix.settle()
     count = load.messages + load.timed
     delivered = postfix.delivered() - before
     if delivered < count:
         log(f"warning: Postfix delivered {delivered} of {count} messages (log lag?)")
-    return _sample("postfix", load, seconds, tree, count, timed, {})
+    return _sample("postfix", load, seconds, tree, count, timed, {}, others)
 
 
 def run_sesrelay(relay: Sesrelay, load: Load, ca_file: Path | None = None) -> Sample:
     """One load against sesrelay; every message must have reached the spool sink."""
     relay.sink.reset()
-    assert relay.process is not None
+    assert relay.process is not None and relay.sink.process is not None
+    others = _Others(relay.sink.process.pid)
     with ProcessTree(relay.process.pid) as tree:
         seconds = send_load(relay.port, load, ca_file)
+        others.client_done()
         timed = timed_messages(relay.port, load.size, load.timed)
     count = load.messages + load.timed
     stats = relay.sink.stats()
@@ -620,18 +644,39 @@ def run_sesrelay(relay: Sesrelay, load: Load, ca_file: Path | None = None) -> Sa
     ops = stats["ops"]
     assert isinstance(ops, dict)
     requests = {op: n / count for op, n in sorted(ops.items())}
-    return _sample(relay.side, load, seconds, tree, count, timed, requests)
+    return _sample(relay.side, load, seconds, tree, count, timed, requests, others)
+
+
+class _Others:
+    """The CPU of a load's client (smtp-source) and of the side's sink over one sample."""
+
+    def __init__(self, sink_pid: int) -> None:
+        self.sink_pid = sink_pid
+        self.sink_base = _own_ticks(sink_pid)
+        self.client_base = _children_seconds()
+        self.client_seconds = 0.0
+
+    def client_done(self) -> None:
+        """Call when smtp-source has exited."""
+        self.client_seconds = _children_seconds() - self.client_base
+
+    def sink_seconds(self) -> float:
+        """The sink's CPU since the sample began."""
+        return (_own_ticks(self.sink_pid) - self.sink_base) / CLK_TCK
 
 
 def _sample(side: str, load: Load, seconds: float, tree: ProcessTree, count: int,
-            timed: list[tuple[float, float]], requests: dict[str, float]) -> Sample:
+            timed: list[tuple[float, float]], requests: dict[str, float],
+            others: _Others) -> Sample:
     latency = {}
     if timed:
         acks, sessions = [t[0] for t in timed], [t[1] for t in timed]
         latency = {"p50": percentile(acks, 0.5) * 1000, "p99": percentile(acks, 0.99) * 1000,
                    "session_p50": percentile(sessions, 0.5) * 1000}
     return Sample(side, load.name, load.messages, seconds, load.messages / seconds,
-                  tree.cpu_seconds() * 1000 / count, tree.peak_pss / 2**20, requests, latency)
+                  tree.cpu_seconds() * 1000 / count, tree.peak_pss / 2**20, requests, latency,
+                  others.client_seconds * 1000 / load.messages,
+                  others.sink_seconds() * 1000 / count)
 
 
 # --- relay-only targets ---------------------------------------------------------------
@@ -705,6 +750,8 @@ def _medians(mine: list[Sample]) -> dict[str, object]:
         "latency_ms": {k: statistics.median(s.latency_ms[k] for s in mine)
                        for k in mine[0].latency_ms},
         "requests_per_msg": mine[-1].requests_per_msg,
+        "client_cpu_ms_per_msg": statistics.median(s.client_cpu_ms_per_msg for s in mine),
+        "sink_cpu_ms_per_msg": statistics.median(s.sink_cpu_ms_per_msg for s in mine),
     }
 
 
@@ -746,6 +793,26 @@ def table(rows: list[dict[str, object]]) -> str:
             f"{ours['cpu_ms_per_msg']:.2f} | {theirs['cpu_ms_per_msg']:.2f} | "
             f"{ours['peak_pss_mb']:.0f} | {theirs['peak_pss_mb']:.0f} | {latency} | "
             f"{requests} |")
+    return "\n".join(lines)
+
+
+def whole_side_lines(rows: list[dict[str, object]]) -> str:
+    """Per row, the CPU per message of everything each side kept busy (server, client,
+    sink) and the throughput ratio those sums predict when the machine's CPUs are the
+    limit: what separates the server's CPU ratio from the throughput ratio."""
+    lines = []
+    for row in rows:
+        ours, theirs = row["sesrelay"], row["postfix"]
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        totals = []
+        for figures in (ours, theirs):
+            parts = [float(figures[k]) for k in ("cpu_ms_per_msg", "client_cpu_ms_per_msg",
+                                                 "sink_cpu_ms_per_msg")]
+            totals.append((sum(parts), " + ".join(f"{p:.2f}" for p in parts)))
+        lines.append(f"{row['load']}, {row['relay']}: CPU ms/msg server + client + sink: "
+                     f"sesrelay {totals[0][1]} = {totals[0][0]:.2f}; postfix {totals[1][1]} = "
+                     f"{totals[1][0]:.2f}; throughput ratio if CPU-bound "
+                     f"{totals[1][0] / totals[0][0]:.2f}")
     return "\n".join(lines)
 
 
@@ -1007,9 +1074,11 @@ def main() -> int:
         f"relay interpreter: Python {found['python']} ({found['python_executable']}, "
         f"{found['python_source']}; PGO {found['python_pgo']}, LTO {found['python_lto']} as "
         f"declared by its build; {found['chosen_because']})" for found in interpreters)
-    (out / "table.md").write_text(table(rows) + "\n\n" + interpreter_line + "\n")
+    (out / "table.md").write_text(table(rows) + "\n\n" + whole_side_lines(rows) + "\n\n"
+                                  + interpreter_line + "\n")
     chart(rows, out / "chart.png")
     print(table(rows))
+    print(f"\n{whole_side_lines(rows)}")
     print(f"\n{interpreter_line}")
     print(f"\nspool sink capacity: {capacity:.0f} msg/s = {capacity / best:.1f}x the best "
           f"sesrelay rate of this run")
