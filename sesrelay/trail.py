@@ -30,6 +30,7 @@ settled by SES's events (ses_worker.ledger).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -271,8 +272,32 @@ class TrailWriter:
                 for r in dict.fromkeys(recipients)]
 
     def write(self, items: Iterable[dict[str, Any]]) -> None:
-        """Put items, 25 to a BatchWriteItem call (one call for most steps)."""
-        self._put_all(items)
+        """Put items, 25 to a BatchWriteItem call (one call for most steps). Of items with
+        the same key, the last is put (a call may not name an item twice: two receives
+        of one message can share a flush). An unfinished state item is put on its own, on
+        condition that the message has not finished: a step written late (a deferral
+        whose message another receive finished meanwhile) must never reopen it."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for item in items:
+            key = (item[PARTITION_KEY], item[SORT_KEY])
+            latest.pop(key, None)  # the last one, in its place in the order
+            latest[key] = item
+        batch = []
+        for item in latest.values():
+            if item[SORT_KEY] == STATE_SK and "open" in item:
+                self._put_unless_finished(item)
+            else:
+                batch.append(item)
+        self._put_all(batch)
+
+    def _put_unless_finished(self, state: dict[str, Any]) -> None:
+        """Put an unfinished state item unless the message's state says it finished (then
+        the step is history, not the message's state)."""
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
+            self.dynamodb.put_item(
+                TableName=self.table, Item=to_item(state),
+                ConditionExpression="attribute_not_exists(#pk) OR attribute_exists(#open)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#open": "open"})
 
     def _put_all(self, items: Iterable[dict[str, Any]]) -> None:
         batch: list[dict[str, Any]] = []

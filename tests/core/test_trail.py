@@ -75,3 +75,43 @@ def test_reject_settles_as_refused_and_the_rest_as_accepted() -> None:
     assert all(kinds.values())
     # A type SES may add later proves nothing either way: the send stays in doubt.
     assert SesEventRecord("Subscription", "m", "t").settles_as_accepted is None
+
+
+def test_a_late_unfinished_state_never_reopens_a_finished_message(dynamodb: Any) -> None:
+    """A deferral's trail written after another receive finished the message (a stall
+    between the requeue and the write): its step stays in the history, the state stays
+    finished and out of mailq's listing."""
+    w, r = writer(dynamodb), TrailReader(dynamodb, TABLE)
+    receive(w, "Q1", ("a@example.org",))
+    w.write([w.state_item("Q1", unfinished=False, status=trail.STATE_SENT, pending=[])])
+    w.write([w.history_item("Q1", trail.DEFERRED, reason="waiting for SES's events"),
+             w.state_item("Q1", unfinished=True, status=trail.WAITING,
+                          pending=["a@example.org"])])
+    assert r.state("Q1")["status"] == trail.STATE_SENT
+    assert r.unfinished() == []
+    assert [i["kind"] for i in r.history("Q1")] == [trail.RECEIVED, trail.DEFERRED]
+    w.write([w.state_item("Q2", unfinished=True, status=trail.WAITING, pending=["b"],
+                          received_at=trail.stamp())])
+    assert [s["qid"] for s in r.unfinished()] == ["Q2"]  # a new message still opens
+
+
+def test_a_write_names_each_item_once(dynamodb: Any) -> None:
+    """Two receives of one message can share a flush; DynamoDB refuses a BatchWriteItem
+    that names an item twice ("Provided list of item keys contains duplicates"), which
+    would lose the whole step. The last item of each key is written."""
+    w, r = writer(dynamodb), TrailReader(dynamodb, TABLE)
+    receive(w, "Q1", ("a@example.org",))
+    keys: list[list[tuple[str, str]]] = []
+    dynamodb.meta.events.register("provide-client-params.dynamodb.BatchWriteItem",
+                                  lambda params, **kw: keys.append([
+                                      (i["PutRequest"]["Item"][trail.PARTITION_KEY]["S"],
+                                       i["PutRequest"]["Item"][trail.SORT_KEY]["S"])
+                                      for i in params["RequestItems"][TABLE]]))
+    note = w.history_item("Q1", trail.DEFERRED, reason="throttled")
+    w.write([note, w.state_item("Q1", unfinished=False, status=trail.STATE_BOUNCED,
+                                pending=[]),
+             note, w.state_item("Q1", unfinished=False, status=trail.STATE_SENT,
+                                pending=[])])
+    [written] = keys
+    assert len(written) == len(set(written)) == 2
+    assert r.state("Q1")["status"] == trail.STATE_SENT

@@ -324,3 +324,44 @@ def test_a_resend_whose_hand_over_was_lost_goes_out_on_the_next_try(spool: Spool
     make_visible(spool, event)
     assert spool.invoke(spool.receive()) == set()
     assert len(sent_messages()) == 2  # the resend ses_unknown_outcome = resend asks for
+
+
+def test_a_deferral_written_late_never_reopens_a_message_another_receive_finished(
+        spool: Spool, events: None) -> None:
+    """A stall between a deferral's requeue and its trail write: meanwhile the message is
+    received again, settled by SES's event and finished. The late write must not put the
+    message back in the queue listing (mailq) as waiting for events."""
+    from sesrelay import aws
+    from sesrelay.timeouts import WORKER_AWS, WORKER_REQUEUE
+
+    lose_answers(times=1)
+    envelope = spool.put(message(), ["alice@example.org"])
+    event = spool.receive()
+    spool.invoke(event)  # in doubt: deferred
+    [accepted] = sent_messages()
+    [doubt] = attempts(envelope.queue_id)
+    # The deferral makes the message receivable again: its record's visibility, or a
+    # delayed copy (the second deferral's delay is long enough for one).
+    hooks = [(aws.client("sqs", budget=WORKER_AWS), "ChangeMessageVisibility"),
+             (aws.client("sqs", budget=WORKER_REQUEUE), "SendMessage")]
+    finished: list[set[str]] = []
+
+    def finish_meanwhile(**kwargs: Any) -> None:
+        for client, operation in hooks:
+            client.meta.events.unregister(f"after-call.sqs.{operation}", finish_meanwhile)
+        publish(trail.EVENT_SEND, envelope.queue_id, doubt["attempt_id"], accepted.id)
+        spool.pass_time()
+        finished.append(spool.invoke(spool.receive()))
+
+    make_visible(spool, event)
+    event = spool.receive()
+    for client, operation in hooks:
+        client.meta.events.register(f"after-call.sqs.{operation}", finish_meanwhile)
+    spool.invoke(event)  # no event yet when it looked: deferred, its trail written last
+
+    assert finished == [set()]  # the receive in between settled it from the event
+    assert len(sent_messages()) == 1
+    reader = TrailReader(dynamodb(), TRAIL_TABLE)
+    state = reader.state(envelope.queue_id)
+    assert state["status"] == trail.STATE_SENT and "open" not in state
+    assert reader.unfinished() == []
