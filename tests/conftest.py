@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from moto.core.botocore_stubber import BotocoreStubber
 
@@ -35,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     at the end of the session instead of living on under init."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     serialise_moto_requests()
+    load_botocore_data_once()
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -66,6 +69,16 @@ def serialise_moto_requests() -> None:
             return process(self, request)
 
     BotocoreStubber.process_request = one_at_a_time  # type: ignore[method-assign]
+
+
+def load_botocore_data_once() -> None:
+    """Share one botocore data loader among the sessions of this process, as the clients
+    of one session share theirs. Each session parses botocore's JSON (service models,
+    endpoints) anew, and the tests make hundreds: mock_aws starts each test with a new
+    default session, and sesrelay.aws makes a session per client; parsing the same files
+    again was most of a moto test's time. The data and the clients made from it are
+    unchanged."""
+    botocore.session.create_loader = functools.cache(botocore.session.create_loader)
 
 
 @pytest.fixture(scope="session", autouse=True)
