@@ -40,20 +40,44 @@ def pytest_configure(config: pytest.Config) -> None:
     load_botocore_data_once()
 
 
+# Units of xdist work that take minutes, each started at the beginning of the run: xdist
+# orders units by their number of tests, which put the one-test pipeline soak last and
+# made it the run's tail.
+PIPELINE_SOAK = "tests/test_fault_soak.py"
+CDK_UNIT = "tests/cdk/"
+# The relay soak's file follows the pipeline soak on the same worker, never beside it:
+# on two cores the two starve each other's AWS emulation.
+RELAY_SOAK = "tests/relay/test_commit_faults.py"
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With --dist loadfile (make test): every file is one unit of work, but the CDK tests
     are one together, so that one worker synthesizes every environment once (the session
-    fixture in tests/cdk/conftest.py) instead of each worker that runs a CDK file."""
+    fixture in tests/cdk/conftest.py) instead of each worker that runs a CDK file. The
+    longest units start first (PIPELINE_SOAK, CDK_UNIT, RELAY_SOAK)."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    class CdkTogether(LoadFileScheduling):
+    class LongestFirst(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "tests/cdk/" if nodeid.startswith("tests/cdk/") else super()._split_scope(
-                nodeid)
+            return CDK_UNIT if nodeid.startswith(CDK_UNIT) else super()._split_scope(nodeid)
 
-    return CdkTogether(config, log)
+        def _assign_work_unit(self, node: Any) -> None:
+            if not getattr(self, "ordered", False):
+                self.ordered = True
+                order = [scope for scope in self.workqueue
+                         if scope not in (PIPELINE_SOAK, CDK_UNIT, RELAY_SOAK)]
+                order[:0] = [s for s in (PIPELINE_SOAK, CDK_UNIT) if s in self.workqueue]
+                if RELAY_SOAK in self.workqueue:
+                    # xdist gives each worker a first unit, then a second one in the same
+                    # order: the first worker's second unit follows the pipeline soak.
+                    order.insert(len(self.nodes), RELAY_SOAK)
+                for scope in order:
+                    self.workqueue.move_to_end(scope)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
 
 
 def serialise_moto_requests() -> None:
