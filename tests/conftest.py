@@ -70,8 +70,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                          if scope not in (PIPELINE_SOAK, CDK_UNIT, RELAY_SOAK)]
                 order[:0] = [s for s in (PIPELINE_SOAK, CDK_UNIT) if s in self.workqueue]
                 if RELAY_SOAK in self.workqueue:
-                    # xdist gives each worker a first unit, then a second one in the same
-                    # order: the first worker's second unit follows the pipeline soak.
+                    # xdist gives each worker a first unit, then the next ones, in the
+                    # same order, to each worker with two tests or fewer left: the
+                    # pipeline soak's worker (one test) takes this one after it.
                     order.insert(len(self.nodes), RELAY_SOAK)
                 for scope in order:
                     self.workqueue.move_to_end(scope)
