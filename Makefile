@@ -32,7 +32,8 @@ lint: $(STAMP)
 
 # Every test: unit, SMTP over real sockets against moto, sesrelay dev end to end, CDK gates.
 # Three pytest processes, each taking whole test files (the CDK files together, so that
-# one process synthesizes the environments: tests/conftest.py): most tests wait on
-# sockets and on the AWS emulation, so three keep two CPUs busy.
+# one process synthesizes the environments: tests/conftest.py), the soaks and the CDK
+# files first: most tests wait on sockets and on the AWS emulation, so three keep two
+# CPUs busy.
 test: $(STAMP) system-packages lint
 	$(BIN)/pytest -n 3 --dist loadfile

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from moto.core.botocore_stubber import BotocoreStubber
 
@@ -35,22 +37,48 @@ def pytest_configure(config: pytest.Config) -> None:
     at the end of the session instead of living on under init."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     serialise_moto_requests()
+    load_botocore_data_once()
+
+
+# Units of xdist work that take minutes, each started at the beginning of the run: xdist
+# orders units by their number of tests, which put the one-test pipeline soak last and
+# made it the run's tail.
+PIPELINE_SOAK = "tests/test_fault_soak.py"
+CDK_UNIT = "tests/cdk/"
+# The relay soak's file follows the pipeline soak on the same worker, never beside it:
+# on two cores the two starve each other's AWS emulation.
+RELAY_SOAK = "tests/relay/test_commit_faults.py"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With --dist loadfile (make test): every file is one unit of work, but the CDK tests
     are one together, so that one worker synthesizes every environment once (the session
-    fixture in tests/cdk/conftest.py) instead of each worker that runs a CDK file."""
+    fixture in tests/cdk/conftest.py) instead of each worker that runs a CDK file. The
+    longest units start first (PIPELINE_SOAK, CDK_UNIT, RELAY_SOAK)."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    class CdkTogether(LoadFileScheduling):
+    class LongestFirst(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "tests/cdk/" if nodeid.startswith("tests/cdk/") else super()._split_scope(
-                nodeid)
+            return CDK_UNIT if nodeid.startswith(CDK_UNIT) else super()._split_scope(nodeid)
 
-    return CdkTogether(config, log)
+        def _assign_work_unit(self, node: Any) -> None:
+            if not getattr(self, "ordered", False):
+                self.ordered = True
+                order = [scope for scope in self.workqueue
+                         if scope not in (PIPELINE_SOAK, CDK_UNIT, RELAY_SOAK)]
+                order[:0] = [s for s in (PIPELINE_SOAK, CDK_UNIT) if s in self.workqueue]
+                if RELAY_SOAK in self.workqueue:
+                    # xdist gives each worker a first unit, then the next ones, in the
+                    # same order, to each worker with two tests or fewer left: the
+                    # pipeline soak's worker (one test) takes this one after it.
+                    order.insert(len(self.nodes), RELAY_SOAK)
+                for scope in order:
+                    self.workqueue.move_to_end(scope)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
 
 
 def serialise_moto_requests() -> None:
@@ -66,6 +94,16 @@ def serialise_moto_requests() -> None:
             return process(self, request)
 
     BotocoreStubber.process_request = one_at_a_time  # type: ignore[method-assign]
+
+
+def load_botocore_data_once() -> None:
+    """Share one botocore data loader among the sessions of this process, as the clients
+    of one session share theirs. Each session parses botocore's JSON (service models,
+    endpoints) anew, and the tests make hundreds: mock_aws starts each test with a new
+    default session, and sesrelay.aws makes a session per client; parsing the same files
+    again was most of a moto test's time. The data and the clients made from it are
+    unchanged."""
+    botocore.session.create_loader = functools.cache(botocore.session.create_loader)
 
 
 @pytest.fixture(scope="session", autouse=True)
