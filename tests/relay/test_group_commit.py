@@ -30,10 +30,12 @@ def wide_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handoff, "BATCH_WINDOW", 10.0)
 
 
-def send_together(relay: RunningRelay, recipients: list[str]) -> dict[str, tuple[int, bytes]]:
-    """One client per recipient, all sending at once; each one's reply to DATA. Their S3
-    writes are held at the proxy until all have arrived, as under load, so they meet in
-    one batch."""
+def send_together(relay: RunningRelay, recipients: list[str],
+                  extra_recipients: dict[str, list[str]] | None = None
+                  ) -> dict[str, tuple[int, bytes]]:
+    """One client per recipient (plus its extra_recipients), all sending at once; each one's
+    reply to DATA. Their S3 writes are held at the proxy until all have arrived, as under
+    load, so they meet in one batch."""
     replies: dict[str, tuple[int, bytes]] = {}
     barrier = threading.Barrier(len(recipients))
     puts = threading.Barrier(len(recipients))
@@ -45,6 +47,8 @@ def send_together(relay: RunningRelay, recipients: list[str]) -> dict[str, tuple
             smtp.ehlo("client.example.org")
             smtp.mail("app@example.com")
             smtp.rcpt(recipient)
+            for extra in (extra_recipients or {}).get(recipient, []):
+                smtp.rcpt(extra)
             barrier.wait()
             replies[recipient] = smtp.data(MESSAGE)
 
