@@ -214,7 +214,10 @@ def start_relay(spool_account: SpoolAccount, tmp_path: Path
                 ) -> Iterator[Callable[..., RunningRelay]]:
     """Start a relay with main.cf text and/or parameter overrides; stopped after the test."""
     started: list[RunningRelay] = []
-    yield relay_starter(spool_account, tmp_path, started)
+    # mock_aws intercepts botocore's requests only, and these tests are about policy, not
+    # the spool client: the botocore one (the handoff's tests run over both clients, with
+    # start_proxied_relay).
+    yield relay_starter(spool_account, tmp_path, started, sesrelay_spool_client="botocore")
     for relay in started:
         relay.stop()
 
