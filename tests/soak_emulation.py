@@ -13,6 +13,7 @@ Lambda's event source mapping go straight to moto.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -30,7 +31,10 @@ EVENT_POLLERS = 4
 
 
 def cap_read_timeouts() -> None:
-    """Make every AWS client made from now on wait at most READ_TIMEOUT_CAP."""
+    """Make every AWS client made from now on wait at most READ_TIMEOUT_CAP: botocore's,
+    and the relay's lean spool client."""
+    from smtp_relay.spool_client import LeanSpoolClient
+
     original = timeouts.CallBudget.boto_config
 
     def capped(self: timeouts.CallBudget, pool: int = 10) -> BotoConfig:
@@ -38,6 +42,14 @@ def cap_read_timeouts() -> None:
             read_timeout=min(self.read, READ_TIMEOUT_CAP)))
 
     timeouts.CallBudget.boto_config = capped  # type: ignore[method-assign]
+    lean = LeanSpoolClient.__init__
+
+    def capped_lean(self: LeanSpoolClient, s3_budget: timeouts.CallBudget,
+                    sqs_budget: timeouts.CallBudget, bucket: str) -> None:
+        lean(self, *(dataclasses.replace(b, read=min(b.read, READ_TIMEOUT_CAP))
+                     for b in (s3_budget, sqs_budget)), bucket)
+
+    LeanSpoolClient.__init__ = capped_lean  # type: ignore[method-assign]
 
 
 def _redrive(sqs: object, url: str, dlq_url: str, visibility: int) -> None:

@@ -1,10 +1,12 @@
-"""Fixtures for the relay: moto's S3 and SQS (mock_aws), and a relay listening on a real
-loopback socket, served by its own event loop in a background thread."""
+"""Fixtures for the relay: moto's S3, SQS and DynamoDB (mock_aws in this process, or moto's
+server behind a fault proxy), and a relay listening on a real loopback socket, served by
+its own event loop in a background thread."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +42,24 @@ class Spooled:
 
 @dataclass
 class SpoolAccount:
-    """The moto account behind a relay: its queue and bucket, and ways to read them."""
+    """The moto account behind a relay: its queue, bucket and commit table, and ways to
+    read them. endpoint: moto's server, read directly (never through a fault proxy); None
+    for mock_aws in this process."""
 
     queue_url: str
+    bucket: str = BUCKET
+    table: str = TABLE
+    endpoint: str | None = None
+
+    def client(self, service: str):  # type: ignore[no-untyped-def]
+        """A boto3 client of the account."""
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint)
 
     def queued(self) -> list[Spooled]:
         """What the worker would send: every envelope in the queue that no commit record
         refuses, with its message (inline or from S3), each queue ID once (a repeated
         envelope is sent once). Received and left in flight."""
-        sqs = boto3.client("sqs", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        sqs, s3, dynamodb = self.client("sqs"), self.client("s3"), self.client("dynamodb")
         found: dict[str, Spooled] = {}
         while True:
             batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
@@ -59,7 +68,7 @@ class SpoolAccount:
                 return list(found.values())
             for message in batch:
                 envelope = Envelope.from_json(message["Body"])
-                if commit.read(dynamodb, TABLE, envelope.queue_id) is not None:
+                if commit.read(dynamodb, self.table, envelope.queue_id) is not None:
                     continue  # refused by the relay
                 if envelope.inline:
                     raw = envelope.message()
@@ -69,34 +78,51 @@ class SpoolAccount:
 
     def envelopes(self) -> int:
         """How many envelopes the queue holds, refused ones and repeats included."""
-        sqs = boto3.client("sqs", region_name=REGION)
-        attributes = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
         return sum(int(v) for v in attributes["Attributes"].values())
 
     def objects(self) -> list[str]:
         """Keys of every object in the spool bucket."""
-        s3 = boto3.client("s3", region_name=REGION)
-        return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+        return [o["Key"] for o in self.client("s3").list_objects_v2(
+            Bucket=self.bucket).get("Contents", [])]
 
 
-@pytest.fixture
-def spool_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[SpoolAccount]:
-    """A moto account with the spool bucket and queue; the relay's clients point at it."""
+def create_spool_account(bucket: str, queue: str, table: str,
+                         endpoint: str | None = None) -> SpoolAccount:
+    """Create the bucket, queue and commit table (at endpoint, if given)."""
+    account = SpoolAccount("", bucket, table, endpoint)
+    account.client("s3").create_bucket(Bucket=bucket)
+    account.queue_url = account.client("sqs").create_queue(QueueName=queue)["QueueUrl"]
+    create_idempotency_table(account.client("dynamodb"), table)
+    return account
+
+
+def aws_environment(monkeypatch: pytest.MonkeyPatch, endpoint: str | None = None) -> None:
+    """The relay's AWS settings: test credentials, and its endpoint (None: AWS's, which
+    mock_aws intercepts)."""
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS",
-                 "AWS_PROFILE", "SESRELAY_CONFIG"):
+                 "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE", "AWS_SESSION_TOKEN",
+                 "SESRELAY_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+    if endpoint is not None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    aws.reset_clients()  # the process's shared clients know the old endpoint
+
+
+@pytest.fixture
+def spool_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[SpoolAccount]:
+    """A moto account (mock_aws) with the spool bucket, queue and commit table; the
+    relay's clients point at it."""
+    aws_environment(monkeypatch)
     with mock_aws():
         aws.reset_clients()
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
-        queue_url = boto3.client("sqs", region_name=REGION).create_queue(
-            QueueName=QUEUE)["QueueUrl"]
-        create_idempotency_table(boto3.client("dynamodb", region_name=REGION), TABLE)
-        yield SpoolAccount(queue_url)
+        yield create_spool_account(BUCKET, QUEUE, TABLE)
     aws.reset_clients()
 
 
@@ -122,10 +148,12 @@ def moto_server() -> Iterator[str]:
 class RunningRelay:
     """A RelayServer on 127.0.0.1:<ephemeral port>, its loop in a thread. With
     sesrelay_smtps_port set, an implicit-TLS listener on a second ephemeral port
-    (smtps_port) stands for it."""
+    (smtps_port) stands for it. proxy: the fault proxy its AWS requests go through, if
+    any."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, proxy: FaultProxy | None = None) -> None:
         self.config = config
+        self.proxy = proxy
         listeners = [Listener("127.0.0.1", 0, config.smtpd_tls_wrappermode)]
         if config.sesrelay_smtps_port:
             listeners.append(Listener("127.0.0.1", 0, implicit_tls=True))
@@ -143,16 +171,8 @@ class RunningRelay:
 
     @property
     def spool(self):  # type: ignore[no-untyped-def]
-        """The relay's Spool (its boto3 clients are where tests inject faults)."""
+        """The relay's Spool (its stores under way, its envelopes waiting for a batch)."""
         return self.server.relay.spool
-
-    def on(self, event: str, handler) -> None:  # type: ignore[no-untyped-def]
-        """Register a botocore event handler on the relay's own client for the event's
-        service (s3, sqs or dynamodb), e.g. "before-send.sqs.SendMessage"."""
-        service = event.split(".")[1]
-        client = {"s3": self.spool.client.s3, "sqs": self.spool.client.sqs,
-                  "dynamodb": self.spool._dynamodb}[service]
-        client.meta.events.register(event, handler)
 
     @property
     def metrics(self):  # type: ignore[no-untyped-def]
@@ -170,29 +190,70 @@ class RunningRelay:
         self.loop.close()
 
 
+def relay_starter(account: SpoolAccount, tmp_path: Path, started: list[RunningRelay],
+                  proxy: FaultProxy | None = None, **fixed: object
+                  ) -> Callable[..., RunningRelay]:
+    """A function that starts a relay on the account with main.cf text and/or parameter
+    overrides (over `fixed`), and adds it to `started`."""
+    def start(main_cf: str = "", **settings: object) -> RunningRelay:
+        path = tmp_path / f"main{len(started)}.cf"
+        path.write_text(main_cf)
+        overrides = {"myhostname": "relay.example.net",
+                     "sesrelay_spool_bucket": account.bucket,
+                     "sesrelay_spool_queue_url": account.queue_url,
+                     "sesrelay_idempotency_table": account.table, **fixed, **settings}
+        relay = RunningRelay(load_config(path, environ={}, overrides=overrides), proxy)
+        started.append(relay)
+        return relay
+
+    return start
+
+
 @pytest.fixture
 def start_relay(spool_account: SpoolAccount, tmp_path: Path
                 ) -> Iterator[Callable[..., RunningRelay]]:
     """Start a relay with main.cf text and/or parameter overrides; stopped after the test."""
     started: list[RunningRelay] = []
-
-    def start(main_cf: str = "", **settings: object) -> RunningRelay:
-        path = tmp_path / f"main{len(started)}.cf"
-        path.write_text(main_cf)
-        overrides = {"myhostname": "relay.example.net",
-                     "sesrelay_spool_bucket": BUCKET,
-                     "sesrelay_spool_queue_url": spool_account.queue_url,
-                     "sesrelay_idempotency_table": TABLE, **settings}
-        relay = RunningRelay(load_config(path, environ={}, overrides=overrides))
-        started.append(relay)
-        return relay
-
-    yield start
+    # mock_aws intercepts botocore's requests only, and these tests are about policy, not
+    # the spool client: the botocore one (the handoff's tests run over both clients, with
+    # start_proxied_relay).
+    yield relay_starter(spool_account, tmp_path, started, sesrelay_spool_client="botocore")
     for relay in started:
         relay.stop()
 
 
-@pytest.fixture(params=["botocore", "lean"])
+SPOOL_CLIENTS = ["botocore", "lean"]  # sesrelay_spool_client's values
+
+
+@pytest.fixture
+def proxied_account(moto_server: str, monkeypatch: pytest.MonkeyPatch
+                    ) -> Iterator[SpoolAccount]:
+    """A bucket, queue and commit table of this test's own in moto's server."""
+    aws_environment(monkeypatch)
+    name = f"handoff-{uuid.uuid4().hex[:12]}"
+    yield create_spool_account(name, name, name, moto_server)
+    aws.reset_clients()
+
+
+@pytest.fixture(params=SPOOL_CLIENTS)
+def start_proxied_relay(request: pytest.FixtureRequest, proxied_account: SpoolAccount,
+                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                        ) -> Iterator[Callable[..., RunningRelay]]:
+    """Start a relay in this process (as start_relay does) whose S3, SQS and DynamoDB
+    requests go through a fault proxy (relay.proxy) to proxied_account, once with each
+    spool client: faults are injected at the HTTP level, which both clients speak."""
+    assert proxied_account.endpoint is not None
+    proxy = FaultProxy(proxied_account.endpoint)
+    aws_environment(monkeypatch, proxy.start())
+    started: list[RunningRelay] = []
+    yield relay_starter(proxied_account, tmp_path, started, proxy,
+                        sesrelay_spool_client=request.param)
+    for relay in started:
+        relay.stop()
+    proxy.stop()
+
+
+@pytest.fixture(params=SPOOL_CLIENTS)
 def faulty_relay(request: pytest.FixtureRequest, moto_server: str, tmp_path: Path
                  ) -> Iterator[Callable[..., FaultyRelay]]:
     """Start `sesrelay serve` behind a fault proxy (settings: SESRELAY_* variables), once
