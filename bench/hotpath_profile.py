@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/hotpath_profile.py                       # 20 x 10 KB and 1 x 10 KB
     .venv/bin/python bench/hotpath_profile.py --sessions 1 --messages 400
-    .venv/bin/python bench/hotpath_profile.py --spool-client lean
+    .venv/bin/python bench/hotpath_profile.py --spool-client botocore
 
-It starts the spool sink and the relay as bench/run does (bench/harness.py), records every
-relay process with py-spy (which must be installed in the virtualenv; it is a tool, not a
-dependency of the relay) while smtp-source runs, and prints the share of samples in each
+It starts the spool sink and the relay as bench/run does (bench/harness.py; the relay on
+the interpreter bench/interpreters.py chooses, or --relay-python), records every relay
+process with py-spy (which must be installed in the virtualenv this runs from; it is a
+tool, not a dependency of the relay) while smtp-source runs, and prints the share of samples in each
 part of the hot path. Idle samples (the event loop waiting in epoll, threads waiting for
 work) are left out, so the shares are of the relay's busy time. The collapsed stacks are
 kept under bench/results/ for a flame graph.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import REPO, Load, Sesrelay, SpoolSink, running, smtp_source
+from interpreters import default_python, describe, environment
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 
@@ -102,9 +104,15 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=0)
     parser.add_argument("--size", type=int, default=10 * 1024)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--spool-client", default="botocore", choices=("botocore", "lean"),
+    parser.add_argument("--spool-client", default="lean", choices=("botocore", "lean"),
                         help="the relay's sesrelay_spool_client")
+    parser.add_argument("--relay-python", metavar="PATH",
+                        help="the relay's interpreter (default: bench/run's choice)")
     args = parser.parse_args()
+    python = args.relay_python or default_python()[0]
+    found = describe(python)
+    print(f"relay interpreter: Python {found['python']} ({found['python_executable']}, "
+          f"{found['python_source']})")
     loads = [Load(f"{s} sessions", s, args.size, args.messages or (6000 if s > 1 else 600))
              for s in (args.sessions or [20, 1])]
     results = REPO / "bench" / "results" / (
@@ -114,7 +122,7 @@ def main() -> int:
         work = Path(tmp)
         sink = SpoolSink(work)
         relay = Sesrelay(sink, args.processes, work, cpu_affinity=True,
-                         spool_client=args.spool_client)
+                         spool_client=args.spool_client, bin_dir=environment(python))
         with running(sink, relay):
             smtp_source(relay.port, Load("warm-up", 20, args.size, 500))
             for load in loads:
