@@ -74,9 +74,9 @@ def test_half_close_answers_what_was_sent_then_closes(
         client = Raw(relay, timeout=5)
         client.sock.sendall(sent)
         client.sock.shutdown(socket.SHUT_WR)
-        started = time.monotonic()
-        rest = client.rest()  # up to the relay's end of the connection
-        assert time.monotonic() - started < 1.0
+        # Up to the relay's end of the connection, within the client's 5 s: a relay that
+        # waited for its smtpd_timeout (300 s) would time this read out.
+        rest = client.rest()
         client.close()
         assert wait_until(lambda: sessions(relay) == 0, 1.0)
     codes = [line[:3].decode() for line in rest.split(b"\r\n") if line[3:4] == b" "]
@@ -193,7 +193,9 @@ def test_idle_client_gets_postfix_timeout_reply(start_relay, caplog) -> None:
         started = time.monotonic()
         assert client.reply() == f"421 4.4.2 {HOST} Error: timeout exceeded"
         assert client.rest() == b""
-        assert 0.9 < time.monotonic() - started < 3
+        # Not before smtpd_timeout; not much after is the client's own 10 s read timeout
+        # (an upper bound here would fail on a busy machine, not on a wrong relay).
+        assert time.monotonic() - started >= 0.9
         assert wait_until(lambda: "timeout after EHLO from" in caplog.text, 1.0)
     assert "timeout after EHLO from unknown[127.0.0.1]" in caplog.text
 
