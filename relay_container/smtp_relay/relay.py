@@ -61,6 +61,12 @@ def _client(session: Session) -> str:
     return f"unknown[{client_address(session)}]"
 
 
+def _sender(address: str | None) -> str:
+    """The envelope sender as the log writes it: "" for the null sender, which aiosmtpd's
+    envelope holds as "<>" (so that from=<> is written, as Postfix writes it)."""
+    return "" if address in (None, "<>") else address
+
+
 def _proto(session: Session) -> str:
     """Postfix's proto= of a session's log lines."""
     return "ESMTP" if session.extended_smtp else "SMTP"
@@ -101,7 +107,7 @@ class Transaction:
         once, in the form it is stored in S3.
         """
         session, envelope = self.session, self.envelope
-        context = Context(_client(session), envelope.mail_from or "",
+        context = Context(_client(session), _sender(envelope.mail_from),
                           envelope.rcpt_tos[0] if envelope.rcpt_tos else "",
                           _proto(session), session.host_name or "")
         checked = apply_header_checks(self.config.header_checks, header_lines,
@@ -222,7 +228,7 @@ class Relay:
         if not self.config.smtpd_delay_reject:
             reply = sender_reply(self.config, self.cleanup, address)
             if reply:
-                self._log_reject(session, "MAIL", reply, address, "")
+                self._log_reject(session, "MAIL", reply, _sender(address), "")
                 return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -251,7 +257,7 @@ class Relay:
         if reply == replies.BAD_ADDRESS:
             return reply
         if reply:
-            self._log_reject(session, "RCPT", reply, envelope.mail_from or "", address)
+            self._log_reject(session, "RCPT", reply, _sender(envelope.mail_from), address)
             return reply
         envelope.rcpt_tos.append(recipient.address)
         dsn_params.accept_recipient(envelope, recipient.address, dsn)
@@ -264,7 +270,7 @@ class Relay:
         """A queue ID and timestamp for the message about to be read, and smtpd's
         ``client=`` line, written as Postfix writes it once a message has a queue ID
         (whatever becomes of the message: pflogsumm counts it received)."""
-        sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
+        sender = _sender(envelope.mail_from)
         transaction = Transaction(new_queue_id(), utc_now(), session, envelope, self.config,
                                   tls, self.config.ses_default_sender
                                   if self.cleanup.replaces_sender(sender) else "")
@@ -286,7 +292,7 @@ class Relay:
         session = transaction.session
         try:
             rewritten = self.cleanup.envelope(
-                "" if envelope.mail_from == "<>" else envelope.mail_from or "",
+                _sender(envelope.mail_from),
                 envelope.rcpt_tos)
         except ExpansionError as exc:
             log.warning("%s: %s -- message not accepted, try again later", queue_id, exc)
@@ -338,7 +344,7 @@ class Relay:
         if reply == transaction.reject:
             return
         log.info("%s: reject: DATA from %s: %s; from=<%s> nrcpt=%d", transaction.queue_id,
-                 _client(transaction.session), reply, transaction.envelope.mail_from,
+                 _client(transaction.session), reply, _sender(transaction.envelope.mail_from),
                  len(transaction.envelope.rcpt_tos))
 
 
