@@ -999,10 +999,17 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 sessions need fds
     if args.relay_python:
         pythons = [(path, "asked for with --relay-python") for path in args.relay_python]
+        bin_dirs = [environment(path) for path, _ in pythons]
     else:
         pythons = [default_python()]
+        try:
+            bin_dirs = [environment(pythons[0][0])]
+        except (OSError, subprocess.CalledProcessError) as exc:
+            # e.g. a distribution Python without its venv module: measure what runs here.
+            log(f"no virtualenv on {pythons[0][0]} ({exc}): the relay runs on {PYTHON}")
+            pythons = [(PYTHON, f"the chosen interpreter could not make a virtualenv: {exc}")]
+            bin_dirs = [Path(PYTHON).parent]
     interpreters = [{**describe(path), "chosen_because": why} for path, why in pythons]
-    bin_dirs = [environment(path) for path, _ in pythons]
     loads, rounds = loads_for(args.quick)
     if args.only:
         unknown = set(args.only) - {load.name for load in loads} - {"limits"}
