@@ -1083,12 +1083,13 @@ def main() -> int:
         f"declared by its build; {found['chosen_because']})" for found in interpreters)
     (out / "table.md").write_text(table(rows) + "\n\n" + whole_side_lines(rows) + "\n\n"
                                   + interpreter_line + "\n")
-    chart(rows, out / "chart.png")
+    if rows:  # none with --only limits
+        chart(rows, out / "chart.png")
     print(table(rows))
     print(f"\n{whole_side_lines(rows)}")
     print(f"\n{interpreter_line}")
-    print(f"\nspool sink capacity: {capacity:.0f} msg/s = {capacity / best:.1f}x the best "
-          f"sesrelay rate of this run")
+    print(f"\nspool sink capacity: {capacity:.0f} msg/s" + (
+        f" = {capacity / best:.1f}x the best sesrelay rate of this run" if rows else ""))
     for sized in results["sizing"]:  # type: ignore[attr-defined]
         print(sizing_line(sized))
     for name, figures in limits.items():

@@ -129,8 +129,9 @@ class LeanSpoolClient:
         self._s3_prefix = url.path[:-1]  # "/<bucket>/" (path-style) or "/" (virtual)
         self._s3_https = url.scheme == "https"
         ca_file = session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE, profiles
+        # Like botocore with the handler below: only a large body waits for 100 Continue.
         self._s3 = Origin(f"{url.scheme}://{url.netloc}", s3_budget.connect, s3_budget.read,
-                          ca_file)
+                          ca_file, expect_continue_min=EXPECT_CONTINUE_MIN)
         self._s3_region = s3.meta.region_name
         self._s3_attempts = s3_budget.attempts
         sqs = session.create_client("sqs")

@@ -21,6 +21,9 @@ from urllib.parse import urlsplit
 IDLE_SECONDS = 10.0
 MAX_HEAD = 64 * 1024  # a response head longer than this is not from S3 or SQS
 CHUNK = 1024 * 1024  # bodies from this size are written in pieces of this size
+# How long a request that asked for "100 Continue" waits for it before it sends its body
+# anyway (botocore's wait, for servers that never answer the header).
+CONTINUE_WAIT = 1.0
 
 
 class HttpError(Exception):
@@ -52,9 +55,11 @@ class Origin:
     """Keep-alive connections to one scheme://host:port."""
 
     def __init__(self, url: str, connect_timeout: float, read_timeout: float,
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, expect_continue_min: int | None = None) -> None:
         """ca_file: the certificates to trust for HTTPS (botocore's ca_bundle), else the
-        system's."""
+        system's. expect_continue_min: a body of this size or more is sent only once the
+        server has answered "100 Continue" (or not answered in CONTINUE_WAIT), so that a
+        refusal (S3's SlowDown, an expired token) comes before megabytes are sent."""
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
         self.hostname = parts.hostname or ""
@@ -65,6 +70,7 @@ class Origin:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._ssl = ssl.create_default_context(cafile=ca_file) if self.https else None
+        self._expect_continue_min = expect_continue_min
         self._idle: list[_Connection] = []
 
     async def _connection(self) -> _Connection:
@@ -87,14 +93,24 @@ class Origin:
                       body: bytes | bytearray | memoryview = b"") -> Response:
         """Send one request on an idle or new connection and read its response."""
         connection = await self._connection()
+        expect = self._expect_continue_min is not None and len(body) >= self._expect_continue_min
+        if expect:  # not signed, as botocore leaves it out of the signature too
+            headers = {**headers, "Expect": "100-continue"}
         head = "".join([f"{method} {path} HTTP/1.1\r\n",
                         *(f"{name}: {value}\r\n" for name, value in headers.items()),
                         "\r\n"]).encode("latin-1")
         try:
-            if len(body) < CHUNK:
+            if expect:
+                connection.writer.write(head)
+                early = await self._await_continue(connection)
+                if early is not None:  # answered before the body: the body was not sent
+                    connection.writer.close()
+                    return early
+            if len(body) < CHUNK and not expect:
                 connection.writer.write(head + body)
             else:  # in chunks, so the transport never holds a copy of a large body
-                connection.writer.write(head)
+                if not expect:
+                    connection.writer.write(head)
                 view = memoryview(body)
                 for start in range(0, len(view), CHUNK):
                     connection.writer.write(view[start:start + CHUNK])
@@ -118,6 +134,24 @@ class Origin:
             self._idle.append(connection)
         return response
 
+    async def _await_continue(self, connection: _Connection) -> Response | None:
+        """After a head with "Expect: 100-continue": None when the body is to follow (the
+        server said "100 Continue", or nothing within CONTINUE_WAIT), else the server's
+        final answer, given without the body."""
+        await asyncio.wait_for(connection.writer.drain(), self.read_timeout)
+        try:
+            # A cancelled readuntil leaves the stream's buffer as it was.
+            head = await asyncio.wait_for(connection.reader.readuntil(b"\r\n\r\n"),
+                                          CONTINUE_WAIT)
+        except TimeoutError:
+            return None
+        version, status = _status_line(head)
+        if status == 100:
+            return None
+        response = await asyncio.wait_for(_read_rest(connection.reader, version, status,
+                                                     head), self.read_timeout)
+        return Response(response.status, response.headers, response.body, keep_alive=False)
+
     def close(self) -> None:
         """Close the idle connections."""
         for connection in self._idle:
@@ -125,13 +159,24 @@ class Origin:
         self._idle.clear()
 
 
+def _status_line(head: bytes) -> tuple[str, int]:
+    """(HTTP version, status) of a response head."""
+    version, status_text = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)[:2]
+    return version, int(status_text)
+
+
 async def _read_response(reader: asyncio.StreamReader) -> Response:
     while True:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        version, status_text = head[0].split(" ", 2)[:2]
-        status = int(status_text)
-        if status != 100:  # a stray 100 Continue precedes the real answer
-            break
+        head = await reader.readuntil(b"\r\n\r\n")
+        version, status = _status_line(head)
+        if status != 100:  # a 100 Continue (late, or not asked for) precedes the answer
+            return await _read_rest(reader, version, status, head)
+
+
+async def _read_rest(reader: asyncio.StreamReader, version: str, status: int,
+                     head_bytes: bytes) -> Response:
+    """The response whose head was read: its headers and body."""
+    head = head_bytes.decode("latin-1").split("\r\n")
     headers: dict[str, str] = {}
     for line in head[1:]:
         if line:

@@ -21,7 +21,7 @@ import pytest
 
 from sesrelay.certificates import self_signed
 from sesrelay.timeouts import RELAY_S3, RELAY_SQS, CallBudget
-from smtp_relay.spool_client import LeanSpoolClient, SpoolCallError
+from smtp_relay.spool_client import EXPECT_CONTINUE_MIN, LeanSpoolClient, SpoolCallError
 from tests.relay.conftest import REGION
 from tests.support import free_port
 
@@ -136,11 +136,15 @@ def test_the_bench_sink_takes_the_requests(aws_env: Callable[[str], None],
 class Script:
     """Answers in order, one per request: (status, body, headers), or "close" (read the
     request, then close the connection) or "hang" (read it and never answer). Records each
-    request's head."""
+    request's head, and how many body octets it read. A request that asks for
+    "100 Continue" gets it, unless its answer is an error, which it gets at once, its body
+    unread (as S3 refuses); or, with silent_on_expect, nothing until the body came."""
 
     answers: list[tuple[int, bytes, dict[str, str]] | str]
     requests: list[str] = field(default_factory=list)
+    bodies: list[int] = field(default_factory=list)
     connections: int = 0
+    silent_on_expect: bool = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -148,8 +152,19 @@ class Script:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("utf-8")
                 length = int(head.lower().split("content-length: ")[1].split("\r\n")[0])
-                await reader.readexactly(length)
                 self.requests.append(head)
+                if "expect: 100-continue" in head.lower() and not self.silent_on_expect:
+                    if not isinstance(self.answers[0], str) and self.answers[0][0] >= 400:
+                        status, body, _ = self.answers.pop(0)  # type: ignore[misc]
+                        self.bodies.append(0)
+                        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}"
+                                     "\r\nConnection: close\r\n\r\n".encode() + body)
+                        await writer.drain()
+                        writer.close()
+                        return
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await reader.readexactly(length)
+                self.bodies.append(length)
                 answer = self.answers.pop(0)
                 if answer == "close":
                     writer.close()
@@ -235,6 +250,36 @@ def test_connections_are_kept_alive(aws_env: Callable[[str], None]) -> None:
 
     run_scripted(script, aws_env, calls)
     assert (len(script.requests), script.connections) == (10, 2)
+
+
+LARGE = b"x" * EXPECT_CONTINUE_MIN
+
+
+def put_large(client: LeanSpoolClient) -> Awaitable[object]:
+    return client.put_object("bucket", "key", LARGE, {})
+
+
+def test_a_large_body_waits_for_100_continue(aws_env: Callable[[str], None]) -> None:
+    script = Script([(200, b"", {})])
+    run_scripted(script, aws_env, put_large)
+    assert "expect: 100-continue" in script.requests[0].lower()
+    assert script.bodies == [len(LARGE)]
+
+
+def test_a_refusal_before_the_body_spares_sending_it(aws_env: Callable[[str], None]) -> None:
+    """S3 throttles (SlowDown) on the head alone: the megabytes are not sent, and the
+    retry (on a new connection) stores the object."""
+    script = Script([s3_error("SlowDown", 503), (200, b"", {})])
+    run_scripted(script, aws_env, put_large, s3=RELAY_S3)
+    assert script.bodies == [0, len(LARGE)]
+    assert script.connections == 2
+
+
+def test_a_server_that_never_says_continue_gets_the_body(
+        aws_env: Callable[[str], None]) -> None:
+    script = Script([(200, b"", {})], silent_on_expect=True)
+    run_scripted(script, aws_env, put_large)
+    assert script.bodies == [len(LARGE)]
 
 
 def test_s3_slowdown_is_retried_and_succeeds(aws_env: Callable[[str], None]) -> None:
