@@ -222,17 +222,20 @@ class LocalWorker(threading.Thread):
 
     def __init__(self, queue_url: str, queue_arn: str,
                  handler: Callable[[dict[str, Any], Any], dict[str, Any]],
-                 name: str = "local-worker", function_name: str = "sesrelay-dev-worker"
-                 ) -> None:
+                 name: str = "local-worker", function_name: str = "sesrelay-dev-worker",
+                 sqs: Any = None) -> None:
+        """sqs: the client to poll with (default: sesrelay.aws's); the event source
+        mapping's calls are AWS's own, under none of sesrelay's budgets."""
         super().__init__(name=name, daemon=True)
         self.queue_url, self.queue_arn = queue_url, queue_arn
         self.handler = handler
         self.function_name = function_name
+        self.sqs = sqs
         self.stopping = threading.Event()
 
     def run(self) -> None:
         """Poll until stopped."""
-        sqs = aws.client("sqs")
+        sqs = self.sqs or aws.client("sqs")
         while not self.stopping.is_set():
             try:
                 self.poll_once(sqs)

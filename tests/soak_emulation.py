@@ -52,6 +52,20 @@ def cap_read_timeouts() -> None:
     LeanSpoolClient.__init__ = capped_lean  # type: ignore[method-assign]
 
 
+def poller_sqs(endpoint: str) -> object:
+    """An SQS client for the pollers that stand in for Lambda's event source mapping: its
+    calls are AWS's, so no read timeout of sesrelay's (capped above) applies. A long poll
+    cut at READ_TIMEOUT_CAP by a busy emulation would hide its batch for the visibility
+    timeout and starve the pipeline."""
+    import boto3
+
+    from sesrelay.dev import DEV_REGION
+
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=DEV_REGION,
+                        config=BotoConfig(read_timeout=30,
+                                          retries={"mode": "standard", "max_attempts": 3}))
+
+
 def _redrive(sqs: object, url: str, dlq_url: str, visibility: int) -> None:
     arn = sqs.get_queue_attributes(  # type: ignore[attr-defined]
         QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -93,7 +107,8 @@ def main(port: int, proxy: str, main_cf: str, log_file: str) -> None:
     # and under the soak's faults one poller falls behind.
     pollers = [LocalWorker(events.pipeline.queue_url, events.pipeline.queue_arn,
                            events_handler, name=f"soak-events-{n}",
-                           function_name="sesrelay-dev-events") for n in range(EVENT_POLLERS)]
+                           function_name="sesrelay-dev-events", sqs=poller_sqs(moto))
+               for n in range(EVENT_POLLERS)]
     for poller in pollers:
         poller.start()
     print(json.dumps({**resources.settings(), "queue_arn": resources.queue_arn,

@@ -31,7 +31,7 @@ from sesrelay.dev import DEV_REGION, LocalWorker
 from sesrelay.outbox import read_outbox
 from tests.faults import LOSE_ANSWER, SLOW_ANSWER, FaultProxy
 from tests.relay.conftest import RunningRelay
-from tests.soak_emulation import READ_TIMEOUT_CAP, cap_read_timeouts
+from tests.soak_emulation import READ_TIMEOUT_CAP, cap_read_timeouts, poller_sqs
 from tests.support import free_port
 
 MESSAGES = 500
@@ -96,7 +96,8 @@ def soak_pipeline(tmp_path: Path) -> Iterator[tuple[RunningRelay, FaultProxy, st
 
         relay = RunningRelay(load_config(main_cf))
         workers = [LocalWorker(resources["sesrelay_spool_queue_url"], resources["queue_arn"],
-                               worker_handler, name=f"soak-worker-{n}") for n in range(2)]
+                               worker_handler, name=f"soak-worker-{n}", sqs=poller_sqs(moto))
+                   for n in range(2)]
         for worker in workers:
             worker.start()
         try:
