@@ -312,8 +312,7 @@ def dev_tls(config: Config, state: Path, tls: bool, users: str | None) -> DevTls
 def run_dev(config_file: str | None, listen: str, aws_port: int, tls: bool = False,
             users: str | None = None, state: Path | None = None) -> None:
     """Run the relay, the emulation and the local worker until interrupted."""
-    import asyncio
-
+    from smtp_relay import eventloop
     from smtp_relay.server import Listener, check_port_free, parse_listen, run, smtps_listeners
 
     address = parse_listen(listen)
@@ -360,7 +359,7 @@ def run_dev(config_file: str | None, listen: str, aws_port: int, tls: bool = Fal
 
         addresses = [Listener(address.host, address.port, config.smtpd_tls_wrappermode),
                      *smtps_listeners(config, [address.host])]
-        asyncio.run(run(config, addresses, drain_timeout=5, on_ready=ready))
+        eventloop.run(run(config, addresses, drain_timeout=5, on_ready=ready))
         worker.stopping.set()  # each loop ends within a poll (1 s): stop them together
         if events:
             events.stop()

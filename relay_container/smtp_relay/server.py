@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from sesrelay.config import Config, ConfigError
 from sesrelay.config.tls import server_context
 from sesrelay.timeouts import DRAIN_SECONDS
+from smtp_relay import eventloop
 from smtp_relay.handoff import Spool
 from smtp_relay.metrics import RelayMetrics
 from smtp_relay.relay import Relay
@@ -198,6 +199,7 @@ async def run(config: Config, addresses: list[Listener] | None = None,
     for sig in (signal.SIGTERM, signal.SIGINT):  # before the first client: every stop drains
         loop.add_signal_handler(sig, stop.set)
     bound = await server.start(reuse_port=reuse_port)
+    log.info("event loop: %s", eventloop.describe(loop))
     if on_ready:
         on_ready(bound)
     publisher = asyncio.create_task(server.metrics.publish_forever())

@@ -105,8 +105,8 @@ class ImplicitTlsGate(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start reading the PROXY header, or the handshake at once without one."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
         config = self.relay.config
         if config.smtpd_upstream_proxy_protocol:
             loop = asyncio.get_running_loop()

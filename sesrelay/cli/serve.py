@@ -16,8 +16,7 @@ from sesrelay.timeouts import DRAIN_SECONDS
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the relay (the container's entry point)."""
-    import asyncio
-
+    from smtp_relay import eventloop
     from smtp_relay.server import (
         Listener,
         parse_listen,
@@ -53,14 +52,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if processes == 1:
         if args.cpu_affinity:
             pin_to_cpu(0, sorted(os.sched_getaffinity(0)))
-        asyncio.run(run(config, addresses, drain_timeout=args.drain_seconds,
+        eventloop.run(run(config, addresses, drain_timeout=args.drain_seconds,
                         reuse_port=args.reuse_port))
         return 0
     ports = [a.port for a in addresses] if addresses else [config.sesrelay_listen_port]
     if 0 in ports:
         raise ConfigError("--processes needs a fixed port: port 0 would give each process "
                           "its own")
-    return serve_processes(processes, lambda: asyncio.run(run(
+    return serve_processes(processes, lambda: eventloop.run(run(
         config, addresses, drain_timeout=args.drain_seconds, reuse_port=True)),
         cpu_affinity=args.cpu_affinity)
 

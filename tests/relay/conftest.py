@@ -19,6 +19,7 @@ from moto import mock_aws
 from sesrelay import aws, commit
 from sesrelay.config import Config, load_config
 from sesrelay.spool import Envelope
+from smtp_relay import eventloop
 from smtp_relay.server import Listener, RelayServer
 from tests.faults import FaultProxy
 from tests.support import free_port
@@ -158,7 +159,7 @@ class RunningRelay:
         if config.sesrelay_smtps_port:
             listeners.append(Listener("127.0.0.1", 0, implicit_tls=True))
         self.server = RelayServer(config, listeners)
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         bound = self.call(self.server.start())

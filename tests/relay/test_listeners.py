@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from sesrelay.config import load_config
+from smtp_relay import eventloop
 from smtp_relay.server import Listener, RelayServer, listeners, parse_listen
 from tests.relay.conftest import BUCKET, TABLE, SpoolAccount
 
@@ -49,6 +50,6 @@ def test_no_ipv6_on_the_host_leaves_ipv4_listening(spool_account: SpoolAccount,
         return bound
 
     with caplog.at_level(logging.WARNING, logger="sesrelay.relay"):
-        bound = asyncio.run(start_without_ipv6())
+        bound = eventloop.run(start_without_ipv6())
     assert [host for host, _ in bound] == ["127.0.0.1"]
     assert "not listening on [::]" in caplog.text

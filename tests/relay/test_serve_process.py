@@ -121,6 +121,8 @@ def test_swaks_through_the_entry_point(serve: Serve) -> None:
     assert "<-  220 relay.example.net ESMTP sesrelay" in result.stdout
     assert re.search(r"<-  250 2.0.0 Ok: queued as [0-9A-Z]{16}", result.stdout)
     assert serve.queued() == 1
+    # The image's requirements bring the event loop the relay is measured and tested on.
+    assert "event loop: uvloop " in serve.log.read_text()
 
 
 def test_sigterm_finishes_transactions_in_flight_and_refuses_new_work(serve: Serve) -> None:
