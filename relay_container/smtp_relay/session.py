@@ -102,6 +102,9 @@ class RelaySession(SMTP):
             timeout=config.smtpd_timeout,
             proxy_protocol_timeout=(config.smtpd_upstream_proxy_timeout
                                     if config.smtpd_upstream_proxy_protocol else None),
+            # Sessions are made on the running loop; without it aiosmtpd looks the loop up
+            # under warnings.catch_warnings(), about 1 % of the relay's CPU per connection.
+            loop=asyncio.get_running_loop(),
             **kwargs,  # type: ignore[arg-type]
         )
         self.namaddr = "unknown[unknown]"  # Postfix's name[address], set once known
@@ -882,9 +885,9 @@ class _DataReader:
         the block starts with a dot. The usual block, all <CRLF> line ends, is checked and
         appended with a few passes in C; any other goes line by line, so that the first
         offence decides the reply exactly as when reading line by line."""
-        if self.state is not _Data.BODY:
-            if self.state is _Data.HEADERS:
-                self._each_line(block)
+        if self.state is _Data.HEADERS:
+            block = self._headers_of(block)
+        if self.state is not _Data.BODY or not block:
             return
         if self.size + len(block) <= self.size_limit and (
                 block.count(b"\n") == block.count(b"\r\n")):
@@ -898,6 +901,16 @@ class _DataReader:
             self.buffer += block
             return
         self._each_line(block)
+
+    def _headers_of(self, block: bytes) -> bytes:
+        """The header lines at the start of block, line by line; what follows them (the
+        body's first lines, checked as a block)."""
+        start = 0
+        while start < len(block) and self.state is _Data.HEADERS:
+            end = block.index(b"\n", start) + 1
+            self.line(block[start:end])
+            start = end
+        return block[start:]
 
     def _each_line(self, block: bytes) -> None:
         start = 0

@@ -11,6 +11,7 @@ Anything else (ldap:, mysql:, proxy:, ...) is a configuration error, never a sil
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -125,12 +126,9 @@ class NetworkList:
     text: str = ""
 
     def __contains__(self, address: object) -> bool:
-        try:
-            ip = ipaddress.ip_address(str(address))
-        except ValueError:
+        ip = _client_ip(str(address))
+        if ip is None:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
         for negated, network in self.patterns:
             if ip.version == network.version and ip in network:
                 return not negated
@@ -550,3 +548,16 @@ def parse_sender_login_tables(value: str, where: str) -> SenderLoginTable:
         for key, logins in read_key_values(item, where).items():
             owners.setdefault(key, frozenset(split_list(logins)))
     return SenderLoginTable(owners, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """text as an address (an IPv4-mapped IPv6 address as its IPv4 one), None if it is not
+    one. Cached: every connection asks for its client's, and a relay's clients are few."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
