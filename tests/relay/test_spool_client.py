@@ -18,10 +18,19 @@ from pathlib import Path
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sesrelay.certificates import self_signed
+from sesrelay.spool import spool_envelope
 from sesrelay.timeouts import RELAY_S3, RELAY_SQS, CallBudget
-from smtp_relay.spool_client import EXPECT_CONTINUE_MIN, LeanSpoolClient, SpoolCallError
+from smtp_relay import eventloop
+from smtp_relay.spool_client import (
+    EXPECT_CONTINUE_MIN,
+    LeanSpoolClient,
+    SpoolCallError,
+    json_string,
+)
 from tests.relay.conftest import REGION
 from tests.support import free_port
 
@@ -71,11 +80,31 @@ def test_put_object_stores_the_bytes_and_metadata(moto_spool: tuple[str, str], k
         await client.put_object(bucket, key, body, {"queue-id": "ABC123", "version": "2"})
         client.close()
 
-    asyncio.run(put())
+    eventloop.run(put())
     stored = boto3.client("s3", region_name=REGION).get_object(Bucket=bucket, Key=key)
     assert stored["Body"].read() == bytes(body)
     assert stored["Metadata"] == {"queue-id": "ABC123", "version": "2"}
     assert stored["ContentType"] == "message/rfc822"
+
+
+@settings(max_examples=300, deadline=None)
+@given(mail_from=st.text(), rcpt_to=st.lists(st.text(), min_size=1, max_size=3),
+       helo=st.text(), message=st.binary(max_size=4096))
+def test_an_envelope_is_escaped_as_json_escapes_it(mail_from: str, rcpt_to: list[str],
+                                                  helo: str, message: bytes) -> None:
+    # The SQS request carries each envelope's JSON as a JSON string: the lean client's
+    # escaping must be the encoder's, byte for byte, whatever the client sent.
+    _, envelope = spool_envelope(
+        {"queue_id": "5XQL9QB70NKQJ197", "mail_from": mail_from, "rcpt_to": tuple(rcpt_to),
+         "size": len(message), "client_address": "10.0.0.1", "client_helo": helo,
+         "received_at": "2026-11-29T12:00:00Z"}, message, "bucket", "key")
+    assert json_string(envelope) == json.dumps(envelope)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text())
+def test_any_text_is_escaped_to_json_that_reads_back(text: str) -> None:
+    assert json.loads(json_string(text), strict=False) == text
 
 
 def test_send_messages_queues_single_and_batched_bodies(moto_spool: tuple[str, str]) -> None:
@@ -90,7 +119,7 @@ def test_send_messages_queues_single_and_batched_bodies(moto_spool: tuple[str, s
         client.close()
         return failed
 
-    assert asyncio.run(send()) == [{}, {}]
+    assert eventloop.run(send()) == [{}, {}]
     sqs = boto3.client("sqs", region_name=REGION)
     received: list[str] = []
     while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
@@ -119,7 +148,7 @@ def test_the_bench_sink_takes_the_requests(aws_env: Callable[[str], None],
             await client.send_messages(f"{endpoint}/000000000000/q", [("a", "1"), ("b", "2")])
             client.close()
 
-        asyncio.run(send())
+        eventloop.run(send())
         with __import__("urllib.request").request.urlopen(f"{endpoint}/_stats") as answer:
             stats = json.loads(answer.read())
     finally:
@@ -197,7 +226,7 @@ def run_scripted(script: Script, aws_env: Callable[[str], None],
             client.close()
             server.close()
 
-    return asyncio.run(main())
+    return eventloop.run(main())
 
 
 def sqs_error(code: str, status: int = 400) -> tuple[int, bytes, dict[str, str]]:
@@ -359,7 +388,7 @@ def test_no_connection_certainly_did_nothing(aws_env: Callable[[str], None]) -> 
             await client.send_messages("http://q/1/q", [("a", "m")])
         return caught.value
 
-    error = asyncio.run(call())
+    error = eventloop.run(call())
     assert isinstance(error, SpoolCallError) and error.certain
 
 
