@@ -243,15 +243,26 @@ class LeanSpoolClient:
 
 
 def json_string(text: str) -> str:
-    """json.dumps(text), cheaply for a spool envelope's JSON (Envelope.to_json), which is
-    ASCII without line breaks or tabs (json.dumps escapes them, base64 has none): only
-    its quotes and backslashes need escaping, two replaces where the encoder looks at
-    every character (at 100 KB, a tenth of the relay's CPU per message). Any other text
-    goes through the encoder, except that control characters other than tab, CR and LF
-    are left as they are: SQS refuses a body with them either way (a certain failure)."""
+    """json.dumps(text), cheaply for a spool envelope's JSON (Envelope.to_json): ASCII
+    without line breaks or tabs (json.dumps escapes them, base64 has none), so only its
+    quotes and backslashes need escaping, and the long run between its last two quotes (an
+    inline message's base64) needs none. That run is copied, not scanned character by
+    character as the encoder (and str.replace) would (a 100 KB message: 0.39 ms of
+    json.dumps per request). Any other text goes through the encoder, except that control
+    characters other than tab, CR and LF are left as they are: SQS refuses a body with
+    them either way (a certain failure)."""
     if not text.isascii() or "\n" in text or "\r" in text or "\t" in text:
         return json.dumps(text)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    end = text.rfind('"')
+    start = text.rfind('"', 0, end) + 1 if end > 0 else 0
+    if text.find("\\", start, end) >= 0:  # not base64: no run to spare
+        start = end = len(text)
+    return "".join(('"', _escape_quotes(text[:start]), text[start:end],
+                    _escape_quotes(text[end:]), '"'))
+
+
+def _escape_quotes(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 # --- botocore, in a thread pool -------------------------------------------------------
