@@ -2,10 +2,10 @@
 
 With the lean spool client the relay's Python work per message is small, and asyncio's
 own loop (its `_run_once`, handles, selector and transports) had become about half of
-the relay's busy time. On uvloop the same messages cost 7-25 % less CPU, most for a lone
-client, whose every command is a separate wake-up of the loop (docs/BENCHMARKS.md, "The
-event loop"). uvloop implements asyncio's loop API (transports, protocols, streams,
-start_tls, signal handlers), so the relay's code is the same on either loop.
+the relay's busy time. On uvloop the same messages cost 4-17 % less CPU in interleaved
+A/B runs (docs/BENCHMARKS.md, "The event loop"). uvloop implements asyncio's loop API
+(transports, protocols, streams, start_tls, signal handlers), so the relay's code is the
+same on either loop.
 
 The relay runs on this loop wherever it runs: `sesrelay serve`, `sesrelay dev`, and the
 tests' in-process relay, so that the hostile-client tests exercise the loop that

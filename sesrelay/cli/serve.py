@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.cpu_affinity:
             pin_to_cpu(0, sorted(os.sched_getaffinity(0)))
         eventloop.run(run(config, addresses, drain_timeout=args.drain_seconds,
-                        reuse_port=args.reuse_port))
+                          reuse_port=args.reuse_port))
         return 0
     ports = [a.port for a in addresses] if addresses else [config.sesrelay_listen_port]
     if 0 in ports:
