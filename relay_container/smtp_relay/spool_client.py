@@ -254,7 +254,9 @@ def json_string(text: str) -> str:
     if not text.isascii() or "\n" in text or "\r" in text or "\t" in text:
         return json.dumps(text)
     end = text.rfind('"')
-    start = text.rfind('"', 0, end) + 1 if end > 0 else 0
+    if end < 0:  # no quote at all
+        end = len(text)
+    start = text.rfind('"', 0, end) + 1
     if text.find("\\", start, end) >= 0:  # not base64: no run to spare
         start = end = len(text)
     return "".join(('"', _escape_quotes(text[:start]), text[start:end],
