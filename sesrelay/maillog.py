@@ -37,9 +37,10 @@ def timestamp(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def line(program: str, text: str, when: datetime, host: str, pid: int) -> str:
-    """A full maillog line."""
-    return f"{timestamp(when)} {host} {SYSLOG_NAME}/{program}[{pid}]: {text}"
+def line(program: str, text: str, when: datetime | str, host: str, pid: int) -> str:
+    """A full maillog line; when is the time, or its timestamp() text."""
+    stamp = when if isinstance(when, str) else timestamp(when)
+    return f"{stamp} {host} {SYSLOG_NAME}/{program}[{pid}]: {text}"
 
 
 def seconds(value: float) -> str:

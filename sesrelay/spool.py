@@ -87,7 +87,8 @@ def new_queue_id(now_ns: int | None = None) -> str:
 
 def object_key(queue_id: str, received_at: datetime) -> str:
     """S3 key of a spooled message: spool/YYYY/MM/DD/<queue id>."""
-    return f"{KEY_PREFIX}{received_at:%Y/%m/%d}/{queue_id}"
+    return (f"{KEY_PREFIX}{received_at.year:04d}/{received_at.month:02d}/"
+            f"{received_at.day:02d}/{queue_id}")
 
 
 def utc_now() -> datetime:
@@ -335,8 +336,20 @@ def spool_envelope(fields: dict[str, object], message: bytes | bytearray, bucket
     return stored, stored.to_json()
 
 
+def envelope_size_bound(fields: dict[str, object], bucket: str, key: str) -> int:
+    """At least the length of the envelope's JSON with its message in S3, without
+    building it: JSON writes a character in at most 12 (two \\uXXXX escapes), repr() in
+    at least one, and the rest of the envelope (bucket, key and version with their
+    names) takes less than 100."""
+    return 12 * (len(repr(fields)) + len(bucket) + len(key)) + 100
+
+
 def envelope_fits(fields: dict[str, object], bucket: str, key: str) -> bool:
     """True when the envelope, with its message in S3, fits one SQS message
     (ENVELOPE_LIMIT): the relay's cap on recipients after address expansion."""
+    # Checked for every message: the bound spares building the envelope's JSON twice
+    # (here and in spool_envelope) for all but a huge expansion.
+    if envelope_size_bound(fields, bucket, key) <= ENVELOPE_LIMIT:
+        return True
     envelope = Envelope(**fields, bucket=bucket, key=key)  # type: ignore[arg-type]
     return len(envelope.to_json()) <= ENVELOPE_LIMIT

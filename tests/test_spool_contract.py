@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sesrelay.config.loader import MAX_RECIPIENTS
 from sesrelay.spool import (
+    ENVELOPE_LIMIT,
     INLINE_LIMIT,
     MAX_ADDRESS_LENGTH,
     ContractError,
     Envelope,
+    envelope_fits,
+    envelope_size_bound,
     new_queue_id,
     object_key,
     spool_envelope,
@@ -62,6 +67,47 @@ def test_the_largest_envelope_fits_one_sqs_message() -> None:
     largest = tuple(f"{local}{i:04}@example.org" for i in range(MAX_RECIPIENTS))
     assert all(len(r) == MAX_ADDRESS_LENGTH for r in largest)
     assert len(envelope(largest).to_json().encode()) <= SQS_MAX_MESSAGE
+
+
+_TEXT = st.text(max_size=40)
+
+
+@given(mail_from=_TEXT, rcpt_to=st.lists(_TEXT, min_size=1, max_size=5), helo=_TEXT,
+       orig_mail_from=st.none() | _TEXT, envid=_TEXT, sasl_username=_TEXT,
+       ret=st.sampled_from(["", "FULL", "HDRS"]), size=st.integers(0, 10**9),
+       dsn=st.booleans(), key=_TEXT)
+def test_the_cheap_size_bound_is_never_below_the_envelope(
+        mail_from: str, rcpt_to: list[str], helo: str, orig_mail_from: str | None,
+        envid: str, sasl_username: str, ret: str, size: int, dsn: bool, key: str) -> None:
+    """envelope_fits trusts the bound without building the JSON: for any text (escapes,
+    control characters, characters outside the BMP) the bound is at least the JSON."""
+    fields: dict[str, object] = {
+        "queue_id": new_queue_id(), "mail_from": mail_from, "rcpt_to": tuple(rcpt_to),
+        "size": size, "client_address": "2001:db8::1", "client_helo": helo,
+        "received_at": utc_now().isoformat(), "ret": ret, "envid": envid,
+        "notify": tuple("SUCCESS,DELAY" for _ in rcpt_to) if dsn else (),
+        "orcpt": tuple(f"rfc822;{r}" for r in rcpt_to) if dsn else ()}
+    if orig_mail_from is not None:
+        fields["orig_mail_from"] = orig_mail_from
+        fields["orig_rcpt_to"] = tuple(reversed(rcpt_to))
+    if sasl_username:
+        fields["sasl_username"] = sasl_username
+    exact = len(Envelope(**fields, bucket="spool-bucket", key=key).to_json())  # type: ignore[arg-type]
+    assert envelope_size_bound(fields, "spool-bucket", key) >= exact
+
+
+def test_an_expansion_too_large_for_one_sqs_message_does_not_fit() -> None:
+    queue_id, now = new_queue_id(), utc_now()
+    recipients = tuple(f"{'x' * 240}{i:05}@example.org" for i in range(1100))
+    fields: dict[str, object] = {
+        "queue_id": queue_id, "mail_from": "a@example.com", "rcpt_to": recipients,
+        "size": 1, "client_address": "10.0.0.1", "client_helo": "h",
+        "received_at": now.isoformat()}
+    exact = len(Envelope(**fields, bucket="b", key="k").to_json())  # type: ignore[arg-type]
+    assert exact > ENVELOPE_LIMIT and not envelope_fits(fields, "b", "k")
+    fields["rcpt_to"] = recipients[:900]
+    assert envelope_size_bound(fields, "b", "k") > ENVELOPE_LIMIT  # decided exactly
+    assert envelope_fits(fields, "b", "k")
 
 
 def test_queue_ids_are_unique_and_ordered_by_time() -> None:

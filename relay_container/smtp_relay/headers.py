@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 from sesrelay import header_checks, maillog
 from sesrelay.config.tables import RegexpTable
@@ -116,6 +117,12 @@ def protocol_name(esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool = 
             + ("A" if authenticated else ""))
 
 
+@lru_cache(maxsize=4)
+def _date(when: datetime) -> str:
+    """The RFC 5322 date of a second, formatted once for all its messages."""
+    return format_datetime(when)
+
+
 def received_header(*, helo: str, client_address: str, protocol: str, hostname: str,
                     mail_name: str, queue_id: str, recipients: list[str],
                     when: datetime, tls_clause: str = "", auth_clause: str = "") -> bytes:
@@ -128,7 +135,7 @@ def received_header(*, helo: str, client_address: str, protocol: str, hostname: 
     if auth_clause:
         lines.append(f"\t{auth_clause}")
     lines.append(f"\tby {hostname} ({mail_name}) with {protocol} id {queue_id}")
-    stamp = format_datetime(when)
+    stamp = _date(when.replace(microsecond=0))
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {stamp}")
     else:

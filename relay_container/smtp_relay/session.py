@@ -401,8 +401,11 @@ class RelaySession(SMTP):
         if self.transport is None or self.transport.is_closing():
             return
         data = status.encode("ascii", "replace") if isinstance(status, str) else status
-        self._writer.write(data + b"\r\n")
-        await self._wait(self._writer.drain())
+        writer = self._writer
+        writer.write(data + b"\r\n")
+        # Usually the socket took the reply whole, and drain() would return at once.
+        if writer.transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            await self._wait(writer.drain())
 
     # --- the session log ----------------------------------------------------------------
 

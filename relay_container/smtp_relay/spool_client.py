@@ -49,6 +49,7 @@ RETRYABLE_CODES = frozenset({
     "ServiceUnavailable"})
 EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 MAX_BACKOFF = 20.0  # seconds, botocore's cap
+CREDENTIALS_CHECK = 1.0  # seconds between asking botocore for the current credentials
 # Bodies from this size are hashed in a thread: SHA-256 of 40 MiB would hold the loop
 # for tens of milliseconds (hashlib lets go of the interpreter lock meanwhile).
 HASH_IN_THREAD = 1024 * 1024
@@ -120,6 +121,9 @@ class LeanSpoolClient:
         self._credentials = session.get_credentials()
         if self._credentials is None:
             raise RuntimeError("no AWS credentials: the relay's spool client needs them")
+        self._frozen = sigv4.Credentials("", "")
+        self._credentials_checked = -CREDENTIALS_CHECK  # not yet
+        self._stamp = (-1, "")
         # botocore resolves the endpoints (AWS_ENDPOINT_URL*, the region, virtual-hosted
         # or path-style S3 addressing) once; a presigned URL shows the address it chose.
         s3 = session.create_client("s3")
@@ -141,15 +145,29 @@ class LeanSpoolClient:
         self._sqs_attempts = sqs_budget.attempts
 
     async def _frozen_credentials(self) -> sigv4.Credentials:
-        """The current credentials. A refresh (an HTTP call to the ECS credentials
+        """The current credentials, asked of botocore at most once a CREDENTIALS_CHECK
+        (its checks cost more than signing; it refreshes role credentials 10 to 15
+        minutes before they expire). A refresh (an HTTP call to the ECS credentials
         endpoint, or STS) runs in a thread, so that it never blocks the loop."""
+        now = time.monotonic()
+        if now < self._credentials_checked + CREDENTIALS_CHECK:
+            return self._frozen
         provider = self._credentials
         refresh_needed = getattr(provider, "refresh_needed", None)
         if refresh_needed is not None and refresh_needed():
             frozen = await asyncio.to_thread(provider.get_frozen_credentials)
         else:
             frozen = provider.get_frozen_credentials()
-        return sigv4.Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        self._frozen = sigv4.Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        self._credentials_checked = now
+        return self._frozen
+
+    def _timestamp(self) -> str:
+        """The time for X-Amz-Date, "YYYYMMDDTHHMMSSZ", formatted once a second."""
+        second = int(time.time())
+        if second != self._stamp[0]:
+            self._stamp = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
+        return self._stamp[1]
 
     async def _call(self, origin: Origin, method: str, path: str, headers: dict[str, str],
                     body: bytes | bytearray | memoryview, payload_hash: str, region: str,
@@ -162,8 +180,7 @@ class LeanSpoolClient:
                 await asyncio.sleep(_backoff(attempt))
             credentials = await self._frozen_credentials()
             signed = sigv4.sign(method, origin.host, path, headers, payload_hash, credentials,
-                                region, service, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-                                s3=service == "s3")
+                                region, service, self._timestamp(), s3=service == "s3")
             try:
                 response = await origin.request(method, path, signed, body)
             except HttpError as exc:

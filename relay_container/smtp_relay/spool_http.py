@@ -114,10 +114,14 @@ class Origin:
                 view = memoryview(body)
                 for start in range(0, len(view), CHUNK):
                     connection.writer.write(view[start:start + CHUNK])
-                    await asyncio.wait_for(connection.writer.drain(), self.read_timeout)
-            await asyncio.wait_for(connection.writer.drain(), self.read_timeout)
-            response = await asyncio.wait_for(_read_response(connection.reader),
-                                              self.read_timeout)
+                    async with asyncio.timeout(self.read_timeout):
+                        await connection.writer.drain()
+            # asyncio.timeout, not wait_for: wait_for runs what it awaits as a task of
+            # its own, two more tasks per request.
+            async with asyncio.timeout(self.read_timeout):
+                await connection.writer.drain()
+            async with asyncio.timeout(self.read_timeout):
+                response = await _read_response(connection.reader)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError) as exc:  # OSError includes TimeoutError
             connection.writer.close()

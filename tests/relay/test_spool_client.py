@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sesrelay.certificates import self_signed
 from sesrelay.spool import spool_envelope
 from sesrelay.timeouts import RELAY_S3, RELAY_SQS, CallBudget
-from smtp_relay import eventloop
+from smtp_relay import eventloop, spool_client
 from smtp_relay.spool_client import (
     EXPECT_CONTINUE_MIN,
     LeanSpoolClient,
@@ -399,11 +399,13 @@ def test_a_wrong_md5_leaves_the_outcome_unknown(aws_env: Callable[[str], None]) 
     assert isinstance(error, SpoolCallError) and not error.certain
 
 
-def test_refreshable_credentials_are_refreshed_per_request(
+def test_refreshable_credentials_are_refreshed_before_they_expire(
         aws_env: Callable[[str], None], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     """Credentials come from botocore's provider chain; ones about to expire (as the ECS
-    task role's do) are refreshed before a request is signed with them."""
+    task role's do) are refreshed before a request is signed with them. (The client asks
+    botocore at most once a CREDENTIALS_CHECK; here at every request.)"""
+    monkeypatch.setattr(spool_client, "CREDENTIALS_CHECK", 0.0)
     counter = tmp_path / "count"
     counter.write_text("0")
     process = tmp_path / "credentials.py"
