@@ -5,7 +5,7 @@ relay and not a network or an emulator. It answers, with responses botocore acce
 
 - S3 PutObject (PUT /bucket/key) and DeleteObject (DELETE /bucket/key);
 - SQS SendMessage and SendMessageBatch (AWS JSON 1.0, X-Amz-Target), with the
-  MD5OfMessageBody that botocore checks;
+  MD5OfMessageBody SQS computes (AWS's work, which the bench counts on the sink's side);
 
 and counts every request by operation. With --s3-latency-ms/--sqs-latency-ms it holds
 each answer that long, as far away as AWS (the bench's sizing load). GET /_stats returns

@@ -116,10 +116,12 @@ class Origin:
                     connection.writer.write(view[start:start + CHUNK])
                     async with asyncio.timeout(self.read_timeout):
                         await connection.writer.drain()
-            # asyncio.timeout, not wait_for: wait_for runs what it awaits as a task of
-            # its own, two more tasks per request.
-            async with asyncio.timeout(self.read_timeout):
-                await connection.writer.drain()
+            # Usually the socket took the request whole: nothing to drain. (A connection
+            # lost meanwhile is found by the read.) asyncio.timeout, not wait_for: wait_for
+            # runs what it awaits as a task of its own.
+            if connection.writer.transport.get_write_buffer_size():  # type: ignore[attr-defined]
+                async with asyncio.timeout(self.read_timeout):
+                    await connection.writer.drain()
             async with asyncio.timeout(self.read_timeout):
                 response = await _read_response(connection.reader)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,

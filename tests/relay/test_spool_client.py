@@ -130,7 +130,7 @@ def test_send_messages_queues_single_and_batched_bodies(moto_spool: tuple[str, s
 
 def test_the_bench_sink_takes_the_requests(aws_env: Callable[[str], None],
                                            tmp_path: Path) -> None:
-    """bench/spool_sink.py answers the lean client as it answers botocore (MD5s checked)."""
+    """bench/spool_sink.py answers the lean client as it answers botocore."""
     ready = tmp_path / "sink.port"
     sink = subprocess.Popen([sys.executable, str(REPO / "bench" / "spool_sink.py"),
                              "--ready-file", str(ready)])
@@ -390,13 +390,6 @@ def test_no_connection_certainly_did_nothing(aws_env: Callable[[str], None]) -> 
 
     error = eventloop.run(call())
     assert isinstance(error, SpoolCallError) and error.certain
-
-
-def test_a_wrong_md5_leaves_the_outcome_unknown(aws_env: Callable[[str], None]) -> None:
-    """SQS's answer does not match what was sent: the message may be corrupt in the
-    queue, so it is not counted as queued (botocore checks the same)."""
-    error = run_scripted(Script([sqs_ok("something else")]), aws_env, failure(send_one))
-    assert isinstance(error, SpoolCallError) and not error.certain
 
 
 def test_refreshable_credentials_are_refreshed_before_they_expire(
