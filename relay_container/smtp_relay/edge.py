@@ -12,22 +12,34 @@
   A-labels; ``local_part_is_utf8`` for the 553 to a UTF-8 local part).
 - Anything else from the client that reaches a log line or a reply goes through
   ``printable`` first, so that no client byte can end or forge a line.
+- The client's address: from a PROXY header the relay trusts, else the socket's peer
+  (``client_address``).
 """
 
 from __future__ import annotations
 
 import re
 
+from aiosmtpd.smtp import Session
+
 from smtp_relay.addresses import Token, local_part_is_utf8, parse_path, tokenize
 
-__all__ = ["Token", "command_text", "helo_name", "local_part_is_utf8", "parse_path", "printable",
-           "tokenize"]
+__all__ = ["Token", "client_address", "command_text", "helo_name", "local_part_is_utf8",
+           "parse_path", "printable", "tokenize"]
 
 # smtpd.c: "This filter is applied after printable()".
 NEUTER_CHARACTERS = ' <>()\\";@'
 MAX_HELO_LENGTH = 255  # RFC 1035: the longest domain name
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 _NEUTER = str.maketrans(dict.fromkeys(NEUTER_CHARACTERS, "?"))
+
+
+def client_address(session: Session) -> str:
+    """The SMTP client's address: from a trusted PROXY header, else the socket peer."""
+    if session.client_address is None:
+        peer = session.peer
+        session.client_address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+    return session.client_address
 
 
 def printable(text: str, replacement: str = "?") -> str:

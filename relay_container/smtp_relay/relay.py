@@ -29,6 +29,7 @@ from smtp_relay.cleanup import (
     ExpansionError,
     Rewritten,
 )
+from smtp_relay.edge import client_address
 from smtp_relay.handoff import Spool, SpoolError
 from smtp_relay.headers import (
     Context,
@@ -47,14 +48,6 @@ if TYPE_CHECKING:
     from smtp_relay.session import RelaySession
 
 log = logging.getLogger("sesrelay.relay")
-
-
-def client_address(session: Session) -> str:
-    """The SMTP client's address: from a trusted PROXY header, else the socket peer."""
-    if session.client_address is None:
-        peer = session.peer
-        session.client_address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
-    return session.client_address
 
 
 def _client(session: Session) -> str:

@@ -36,6 +36,7 @@ from sesrelay.spool import MAX_ADDRESS_LENGTH
 from smtp_relay import dsn_params, replies, sasl, tls
 from smtp_relay.edge import (
     Token,
+    client_address,
     command_text,
     helo_name,
     local_part_is_utf8,
@@ -300,8 +301,6 @@ class RelaySession(SMTP):
         return True
 
     def _client_address(self) -> str:
-        from smtp_relay.relay import client_address  # relay imports this module
-
         assert self.session is not None
         return client_address(self.session)
 
