@@ -434,7 +434,7 @@ class Config:
     sesrelay_spool_client: str = _param(
         values.choice_parser("botocore", "lean"), "lean",
         "The relay's client for its S3 and SQS writes: lean (requests signed by the relay "
-        "on its own event loop's connections: about 0.65 times botocore's CPU per "
+        "on its own event loop's connections: half to two thirds of botocore's CPU per "
         "message, docs/BENCHMARKS.md) or botocore (in a thread pool).", SPOOL)
     sesrelay_spool_retention: int = _param(values.parse_retention, "0",
                                            "How long a sent message is kept in S3 (0: "
