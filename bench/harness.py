@@ -824,16 +824,18 @@ def chart(rows: list[dict[str, object]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     variants = len({r["relay"] for r in rows}) > 1
-    names = [f"{r['load']}\n{r['relay']}" if variants else str(r["load"]) for r in rows]
+    names = [f"{r['load']}, {str(r['relay']).removeprefix('sesrelay ')}" if variants
+             else str(r["load"]) for r in rows]
     x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 5.4), dpi=110)
     width = 0.38
     ax.bar([i - width / 2 for i in x], [float(r["throughput_ratio"]) for r in rows],  # type: ignore[arg-type]
            width, label="throughput (msg/s), sesrelay/postfix", color="#2b7bba")
     ax.bar([i + width / 2 for i in x], [float(r["cpu_ratio"]) for r in rows],  # type: ignore[arg-type]
            width, label="CPU per message, sesrelay/postfix", color="#e08a2b")
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(list(x), names)
+    # Slanted, so that the loads' names do not run into each other.
+    ax.set_xticks(list(x), names, rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("ratio (1.0 = same as Postfix)")
     ax.set_title("sesrelay vs Postfix, same machine, same smtp-source loads")
     # Headroom above the tallest bar, so that the legend covers no bar or label.
