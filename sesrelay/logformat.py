@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from datetime import UTC, datetime
 
 from sesrelay import maillog
 
@@ -88,18 +87,9 @@ class MaillogFormatter(logging.Formatter):
     def __init__(self, host: str | None = None) -> None:
         super().__init__()
         self.host = host or socket.gethostname() or "localhost"
-        # The time up to the second, formatted once per second, as (second, text): the
-        # relay writes several lines per message, and datetime's formatting was a third
-        # of a line's cost. One tuple, so that a thread never sees a second's text paired
-        # with another second.
-        self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one maillog line."""
-        second, micros = divmod(round(record.created * 1_000_000), 1_000_000)
-        cached, text = self._second
-        if second != cached:
-            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = (second, text)
         return maillog.line(program_of(record), text_of(record, self),
-                            f"{text}.{micros:06d}+00:00", self.host, record.process or 0)
+                            maillog.epoch_timestamp(record.created), self.host,
+                            record.process or 0)

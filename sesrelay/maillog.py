@@ -34,7 +34,25 @@ def printable(text: str) -> str:
 
 def timestamp(when: datetime) -> str:
     """RFC 3339 with microseconds, as rsyslog writes it and pflogsumm reads it."""
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
+    return epoch_timestamp(when.timestamp())
+
+
+# The date and time of day of the last second formatted, as one tuple so that a thread
+# never pairs a second's text with another second.
+_second: tuple[int, str] = (-1, "")
+
+
+def epoch_timestamp(seconds: float) -> str:
+    """timestamp() of a time.time() value. The date and time of day are formatted once a
+    second: the relay writes several lines per message, and datetime's formatting was a
+    third of a line's cost."""
+    global _second
+    whole, micros = divmod(round(seconds * 1_000_000), 1_000_000)
+    cached, text = _second
+    if whole != cached:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (whole, text)
+    return f"{text}.{micros:06d}+00:00"
 
 
 def line(program: str, text: str, when: datetime | str, host: str, pid: int) -> str:
